@@ -1,11 +1,28 @@
 """xconv: low-memory convolution layers (XConv, arXiv 2106.06998).
 
-``import xconv`` needs torch only.
+``import xconv`` needs torch only. It gives drop-in convolution layers whose
+weight gradient is estimated from a small random sketch of the layer input
+(randomized trace estimation), 1-bit (Leaky)ReLUs, model conversion and
+memory meters::
+
+    import xconv
+    model = xconv.convert(model, probes=16, relu=True)   # in place, same Parameters
+    with xconv.memory.SavedTensorMeter() as meter:
+        loss = model(x).sum()
 """
-from . import rng
+from . import memory, rng
 from ._checks import PROBE_KINDS
-from .layers import (XConv1d, XConv2d, XConv3d, XConvTranspose1d, XConvTranspose2d,
+from .activations import BitLeakyReLU, BitReLU
+from .convert import convert, set_probes, unconvert, xconv_layers
+from .layers import (XConv1d, XConv2d, XConv3d, XConvMixin, XConvTranspose1d, XConvTranspose2d,
                      XConvTranspose3d)
 from .rng import get_rng_state, manual_seed, set_rng_state
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "PROBE_KINDS", "XConv1d", "XConv2d", "XConv3d", "XConvTranspose1d", "XConvTranspose2d",
+    "XConvTranspose3d", "XConvMixin", "BitReLU", "BitLeakyReLU", "convert", "unconvert",
+    "set_probes", "xconv_layers", "memory", "rng", "manual_seed", "get_rng_state",
+    "set_rng_state",
+]

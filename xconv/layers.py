@@ -66,24 +66,28 @@ class _XConvNd(XConvMixin):
 class _XConvTransposeNd(XConvMixin):
     _functional = None  # F.conv_transposeNd, set by subclasses
 
-    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        dims = len(self.kernel_size)
-        output_padding = tuple(self._output_padding(
-            input, output_size, self.stride, self.padding, self.kernel_size, dims, self.dilation))
-        conv_transpose = type(self)._functional
-
-        def output_fn(x, weight, bias):
-            return conv_transpose(x, weight, bias, self.stride, self.padding, output_padding,
-                                  self.groups, self.dilation)
-
-        if not self.uses_estimator():
-            return output_fn(input, self.weight, self.bias)
-        geometry = ConvGeometry(
+    def geometry(self, output_padding: tuple[int, ...]) -> ConvGeometry:
+        return ConvGeometry(
             stride=tuple(self.stride), dilation=tuple(self.dilation), groups=self.groups,
             kernel_padding=tuple(self.padding), pre_pad=None, pad_mode="constant",
-            transposed=True, output_padding=output_padding)
-        return XConvFunction.apply(input, self.weight, self.bias, output_fn, geometry,
-                                   self.probes, self.probe)
+            transposed=True, output_padding=tuple(output_padding))
+
+    def output_function(self, output_padding: tuple[int, ...]):
+        """``f(x, weight, bias)`` computing this layer's output as the plain layer does."""
+        def conv_transpose(x, weight, bias):
+            return type(self)._functional(x, weight, bias, self.stride, self.padding, output_padding,
+                                          self.groups, self.dilation)
+        return conv_transpose
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        output_padding = tuple(self._output_padding(
+            input, output_size, self.stride, self.padding, self.kernel_size, len(self.kernel_size),
+            self.dilation))
+        output_fn = self.output_function(output_padding)
+        if not self.uses_estimator():
+            return output_fn(input, self.weight, self.bias)
+        return XConvFunction.apply(input, self.weight, self.bias, output_fn,
+                                   self.geometry(output_padding), self.probes, self.probe)
 
 
 def _layer(name: str, base: type, kind: type, doc: str, functional=None) -> type:
