@@ -107,8 +107,8 @@ def _skip_predicate(skip: Skip) -> Callable[[str, nn.Module], bool]:
         return lambda name, module: False
     if callable(skip):
         return skip
-    patterns = [skip] if isinstance(skip, str) else list(skip)
-    if not all(isinstance(p, str) for p in patterns):
+    patterns = [skip] if isinstance(skip, str) else list(skip) if isinstance(skip, (list, tuple, set)) else None
+    if patterns is None or not all(isinstance(p, str) for p in patterns):
         raise TypeError(f"skip must be a name pattern, a list of patterns or a predicate, got {skip!r}")
     return lambda name, module: any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
