@@ -69,6 +69,10 @@ def _plain_metrics(metrics: dict) -> dict:
     return {key: float(value) for key, value in metrics.items()}
 
 
+def _val_metrics(trainer) -> dict:
+    return _plain_metrics({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+
+
 def run(cfg: DictConfig) -> dict:
     """Train, validate and test one configuration; return its summary."""
     import lightning as L
@@ -93,13 +97,16 @@ def run(cfg: DictConfig) -> dict:
                         default_root_dir=str(out_dir))
     started = time.perf_counter()
     trainer.fit(task, datamodule=datamodule)
-    val_metrics = _plain_metrics({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    val_metrics = _val_metrics(trainer)
+    if not val_metrics:  # training stopped before a validation pass (e.g. max_steps mid-epoch)
+        trainer.validate(task, datamodule=datamodule, verbose=False)
+        val_metrics = _val_metrics(trainer)
     test_metrics = _plain_metrics(trainer.test(task, datamodule=datamodule, verbose=False)[0])
     summary = {
         "task": cfg.task.name, "data": cfg.data.name, "model": cfg.model.name,
         "gradient": {"mode": "exact" if cfg.probes == 0 else "xconv", "probes": cfg.probes,
                      "probe": cfg.probe, "relu": cfg.relu,
-                     "xconv_layers": [name for name, _ in xconv.xconv_layers(model)]},
+                     "xconv_layers": [name for name, layer in xconv.xconv_layers(model) if layer.probes > 0]},
         "seed": cfg.seed,
         "metrics": {**val_metrics, **test_metrics},
         **monitor.summary(),
