@@ -1,12 +1,22 @@
 """What every task shares: the model, the optimiser and scheduler built from config."""
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 import torch.nn as nn
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-SCHEDULERS = ("none", "plateau", "cosine")
+SCHEDULERS = ("none", "plateau", "cosine", "warmup_cosine")
+
+
+def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, floor: float) -> float:
+    """LR factor: linear warm-up to 1 over ``warmup_steps``, then cosine down to ``floor``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class XConvTask(L.LightningModule):
@@ -15,7 +25,8 @@ class XConvTask(L.LightningModule):
     ``optimizer``: ``{name: adam|adamw|sgd, lr: float, **kwargs}``.
     ``scheduler``: ``{name: none|plateau|cosine, **kwargs}``; ``plateau`` steps on
     ``monitor`` (default the task's ``monitor_metric``), ``cosine`` anneals over
-    ``trainer.max_epochs`` (or ``T_max``).
+    ``trainer.max_epochs`` (or ``T_max``), ``warmup_cosine`` (``warmup_steps``,
+    ``eta_min``) warms up linearly, then anneals every optimiser step to the run's end.
     """
 
     monitor_metric = "val/loss"
@@ -47,4 +58,18 @@ class XConvTask(L.LightningModule):
             options.setdefault("T_max", max(1, self.trainer.max_epochs or 1))
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, **options)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        if name == "warmup_cosine":
+            return {"optimizer": optimizer, "lr_scheduler": {
+                "scheduler": self._warmup_cosine(optimizer, **options), "interval": "step"}}
         raise ValueError(f"scheduler.name must be one of {SCHEDULERS}, got {name!r}")
+
+    def _warmup_cosine(self, optimizer, warmup_steps: int = 0, eta_min: float = 0.0):
+        if not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"scheduler.warmup_steps={warmup_steps!r}: must be an integer >= 0")
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError("scheduler.name=warmup_cosine needs a finite run: set trainer.max_epochs "
+                             "or trainer.max_steps")
+        floor = eta_min / self.optimizer_config["lr"]
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(
+            step, warmup_steps=warmup_steps, total_steps=int(total), floor=floor))

@@ -11,9 +11,9 @@ class ClassificationTask(XConvTask):
     monitor_metric = "val/acc"
     monitor_mode = "max"
 
-    def __init__(self, model, optimizer, scheduler=None, num_classes: int = 10):
+    def __init__(self, model, optimizer, scheduler=None, classes: int = 10):
         super().__init__(model, optimizer, scheduler)
-        self.metrics = {stage: MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.metrics = {stage: MulticlassAccuracy(num_classes=classes, average="micro")
                         for stage in ("val", "test")}
         for stage, metric in self.metrics.items():
             self.add_module(f"{stage}_accuracy", metric)

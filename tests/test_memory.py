@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import xconv
-from xconv.memory import PeakMemory, SavedTensorMeter, saved_bytes
+from xconv.memory import SavedTensorMeter, saved_bytes
 
 B, C_IN, H, W, R = 8, 16, 12, 10, 4
 

@@ -73,23 +73,36 @@ def _val_metrics(trainer) -> dict:
     return _plain_metrics({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
 
 
+def build(cfg: DictConfig):
+    """Data (checked), the converted model and the task; raises on bad settings, trains nothing."""
+    import lightning as L
+
+    import xconv
+
+    L.seed_everything(cfg.seed, workers=True)  # seeds torch and, through it, XConv's generator
+    datamodule = _instantiate(cfg.data, seed=cfg.seed)
+    datamodule.check()
+    model = _instantiate(cfg.model)
+    if cfg.probes > 0 or cfg.relu == "bit":
+        xconv.convert(model, probes=cfg.probes, probe=cfg.probe, relu=cfg.relu == "bit",
+                      skip=list(cfg.model.get("exact_layers") or []))
+    task = _instantiate(cfg.task, model=model)
+    return datamodule, model, task
+
+
 def run(cfg: DictConfig) -> dict:
     """Train, validate and test one configuration; return its summary."""
+    return train_and_test(cfg, *build(cfg))
+
+
+def train_and_test(cfg: DictConfig, datamodule, model, task) -> dict:
     import lightning as L
-    import torch
 
     import xconv
     from tasks.monitor import StepMonitor
 
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, workers=True)  # seeds torch and, through it, XConv's generator
-    datamodule = _instantiate(cfg.data, seed=cfg.seed)
-    datamodule.check()
-    model = _instantiate(cfg.model)
-    xconv.convert(model, probes=cfg.probes, probe=cfg.probe, relu=cfg.relu == "bit",
-                  skip=list(cfg.model.get("exact_layers") or []))
-    task = _instantiate(cfg.task, model=model)
     run_name = f"{cfg.task.name}-{cfg.data.name}-probes{cfg.probes}-{cfg.probe}-seed{cfg.seed}"
     monitor = StepMonitor(memory_steps=cfg.memory_steps)
     trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True),
@@ -149,15 +162,23 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig):
+    from hydra.errors import InstantiationException
+
     from tasks.data import DatasetNotFound
     from tasks.validate import ConfigError, validate
 
-    try:
+    try:  # everything that can be wrong with the settings fails here, before training
         validate(cfg)
-        return run(cfg)
-    except (ConfigError, DatasetNotFound) as error:
+        parts = build(cfg)
+    except (ConfigError, DatasetNotFound, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except InstantiationException as error:
+        if not isinstance(error.__cause__, (ValueError, TypeError)):
+            raise
+        print(f"error: {error.__cause__}", file=sys.stderr)
+        sys.exit(2)
+    return train_and_test(cfg, *parts)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,16 @@
+"""Segmentation networks: segmentation-models-pytorch's U-Net (stand-in for the paper's TriConvUNeXt)."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+
+def smp_unet(encoder: str = "resnet18", in_channels: int = 3, classes: int = 2) -> nn.Module:
+    """``smp.Unet(encoder, encoder_weights=None, ...)``: randomly initialised, ``classes`` logit maps.
+
+    Input height and width must be multiples of 32 (five 2x downsamplings).
+    """
+    import segmentation_models_pytorch as smp
+
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+        raise ValueError(f"model.classes={classes!r}: must be an integer >= 2")
+    return smp.Unet(encoder, encoder_weights=None, in_channels=in_channels, classes=classes)
