@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,3 +65,24 @@ def write_cifar10(root: Path, per_batch: int = 16, seed: int = 0):
             pickle.dump(batch, handle)
     with open(folder / "batches.meta", "wb") as handle:
         pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, handle)
+
+
+def write_fake_pets(root: Path, ids: dict[str, list[str]], size=(30, 40)) -> None:
+    """The layout torchvision's OxfordIIITPet reads: images/<id>.jpg, annotations/trimaps/<id>.png,
+    annotations/{trainval,test}.txt with lines "<id> <class> <species> <breed id>"."""
+    base = root / "oxford-iiit-pet"
+    (base / "images").mkdir(parents=True)
+    (base / "annotations" / "trimaps").mkdir(parents=True)
+    height, width = size
+    rng = np.random.default_rng(0)
+    for split, names in ids.items():
+        lines = []
+        for name in names:
+            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+                base / "images" / f"{name}.jpg")
+            trimap = np.full((height, width), 2, dtype=np.uint8)  # background
+            trimap[:, : width // 2] = 1  # pet on the left half
+            trimap[:, width // 2] = 3  # border
+            Image.fromarray(trimap, mode="L").save(base / "annotations" / "trimaps" / f"{name}.png")
+            lines.append(f"{name} 1 1 1")
+        (base / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")

@@ -10,7 +10,7 @@ import pytest
 import torchvision.datasets.cifar
 from hydra import compose, initialize_config_dir
 
-from harness import REPO, write_cifar10, write_mnist_like
+from harness import REPO, write_cifar10, write_fake_pets, write_mnist_like
 from xconv.run import CONFIG_DIR, run
 from tasks.validate import validate
 
@@ -28,6 +28,10 @@ def data_overrides(data_name: str, tmp_path: Path, monkeypatch) -> list[str]:
         write_cifar10(tmp_path / "datasets")
         monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
         return [f"data.root={tmp_path / 'datasets'}", "data.num_workers=0"]
+    if data_name == "oxford_pet":
+        write_fake_pets(tmp_path / "datasets", {"trainval": [f"Bengal_{i}" for i in range(1, 11)],
+                                                "test": ["Bengal_30", "Bengal_31"]})
+        return [f"data.root={tmp_path / 'datasets'}", "data.image_size=64", "data.val_fraction=0.2"]
     return []
 
 

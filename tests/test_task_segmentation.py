@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import read_summary, run_cli
+from harness import read_summary, run_cli, write_fake_pets
 from tasks.data import DatasetNotFound
 from tasks.data.segmentation import (OxfordPetData, RotateFlip, TextureMosaicData, build_mosaic_splits,
                                      load_source, split_sources)
@@ -137,27 +137,6 @@ def test_dice_loss():
     perfect = 50.0 * torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()  # (N, C, H, W)
     assert dice_loss(perfect, labels) < 1e-4
     assert dice_loss(torch.zeros(2, 3, 8, 8), labels) > 0.5
-
-
-def write_fake_pets(root: Path, ids: dict[str, list[str]], size=(30, 40)) -> None:
-    """The layout torchvision's OxfordIIITPet reads: images/<id>.jpg, annotations/trimaps/<id>.png,
-    annotations/{trainval,test}.txt with lines "<id> <class> <species> <breed id>"."""
-    base = root / "oxford-iiit-pet"
-    (base / "images").mkdir(parents=True)
-    (base / "annotations" / "trimaps").mkdir(parents=True)
-    height, width = size
-    rng = np.random.default_rng(0)
-    for split, names in ids.items():
-        lines = []
-        for name in names:
-            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
-                base / "images" / f"{name}.jpg")
-            trimap = np.full((height, width), 2, dtype=np.uint8)  # background
-            trimap[:, : width // 2] = 1  # pet on the left half
-            trimap[:, width // 2] = 3  # border
-            Image.fromarray(trimap, mode="L").save(base / "annotations" / "trimaps" / f"{name}.png")
-            lines.append(f"{name} 1 1 1")
-        (base / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
 
 
 def test_pet_loader_on_fake_files(tmp_path):
