@@ -34,6 +34,9 @@ def validate(cfg) -> None:
         raise ConfigError(f"seed={cfg.get('seed')!r}: must be an integer")
     if cfg.get("device") not in DEVICES:
         raise ConfigError(f"device={cfg.get('device')!r}: must be one of {', '.join(DEVICES)}")
+    threads = cfg.get("threads")
+    if threads is not None and (not _integer(threads) or threads < 1):
+        raise ConfigError(f"threads={threads!r}: must be null (torch's default) or an integer >= 1")
     memory_steps = cfg.get("memory_steps")
     if not _integer(memory_steps) or memory_steps < 0:
         raise ConfigError(f"memory_steps={memory_steps!r}: must be an integer >= 0")

@@ -76,9 +76,12 @@ def _val_metrics(trainer) -> dict:
 def build(cfg: DictConfig):
     """Data (checked), the converted model and the task; raises on bad settings, trains nothing."""
     import lightning as L
+    import torch
 
     import xconv
 
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True)  # seeds torch and, through it, XConv's generator
     datamodule = _instantiate(cfg.data, seed=cfg.seed)
     datamodule.check()
