@@ -7,6 +7,8 @@ import lightning as L
 import torch
 import torch.nn as nn
 
+from .validate import require_int
+
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 SCHEDULERS = ("none", "plateau", "cosine", "warmup_cosine")
 
@@ -64,8 +66,7 @@ class XConvTask(L.LightningModule):
         raise ValueError(f"scheduler.name must be one of {SCHEDULERS}, got {name!r}")
 
     def _warmup_cosine(self, optimizer, warmup_steps: int = 0, eta_min: float = 0.0):
-        if not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"scheduler.warmup_steps={warmup_steps!r}: must be an integer >= 0")
+        require_int("scheduler.warmup_steps", warmup_steps, 0)
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
             raise ValueError("scheduler.name=warmup_cosine needs a finite run: set trainer.max_epochs "

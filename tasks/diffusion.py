@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .validate import require_int
+
 
 def respaced_timesteps(timesteps: int, steps: int) -> torch.Tensor:
     """``steps`` increasing, evenly spaced timesteps ending at ``timesteps - 1`` (all of them when equal)."""
@@ -32,8 +34,7 @@ class DDPMSchedule(nn.Module):
 
     def __init__(self, timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
         super().__init__()
-        if not isinstance(timesteps, int) or timesteps < 1:
-            raise ValueError(f"task.timesteps={timesteps!r}: must be an integer >= 1")
+        require_int("task.timesteps", timesteps, 1)
         if not 0 < beta_start <= beta_end < 1:
             raise ValueError(f"task.beta_start={beta_start!r}, task.beta_end={beta_end!r}: need "
                              f"0 < beta_start <= beta_end < 1")

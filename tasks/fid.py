@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .validate import require_int
+
 ARCHITECTURE = "cnn32"  # names FeatureNet in cache files; change it when FeatureNet changes
 
 
@@ -69,8 +71,7 @@ def train_feature_net(images: torch.Tensor, labels: torch.Tensor, *, num_classes
 
     Seeded by ``seed`` without touching the caller's random state.
     """
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"task.fid_epochs={epochs!r}: must be an integer >= 1")
+    require_int("task.fid_epochs", epochs, 1)
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
         torch.manual_seed(seed)
         net = FeatureNet(images.shape[1], num_classes, images.shape[-1]).to(device)

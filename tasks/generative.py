@@ -23,6 +23,7 @@ from .base import XConvTask
 from .data.classification import NORMALISATION
 from .diffusion import DDPMSchedule, respaced_timesteps
 from .images import save_and_log_images
+from .validate import require_int
 
 STAGES = ("val", "test")
 FAST_DEV_RUN_SAMPLES, FAST_DEV_RUN_STEPS = 16, 2  # fast_dev_run only checks the sampling path
@@ -69,8 +70,7 @@ class GenerativeTask(XConvTask):
         respaced_timesteps(timesteps, sample_steps)  # raises for a bad sample_steps before training
         for key, value, least in (("fid_samples", fid_samples, 2), ("sample_batch_size", sample_batch_size, 1),
                                   ("grid_images", grid_images, 1), ("fid_epochs", fid_epochs, 1)):
-            if not isinstance(value, int) or value < least:
-                raise ValueError(f"task.{key}={value!r}: must be an integer >= {least}")
+            require_int(f"task.{key}", value, least)
         self.pixels = PixelRange(dataset)
         self.dataset, self.sample_steps, self.fid_samples = dataset, sample_steps, fid_samples
         self.sample_batch_size, self.grid_images, self.seed = sample_batch_size, grid_images, seed

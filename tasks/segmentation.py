@@ -19,6 +19,7 @@ from torchmetrics.classification import (MulticlassAccuracy, MulticlassF1Score, 
 
 from .base import XConvTask
 from .images import save_and_log_images
+from .validate import require_int
 
 
 def segmentation_metrics(classes: int, prefix: str) -> MetricCollection:
@@ -58,10 +59,8 @@ class SegmentationTask(XConvTask):
     def __init__(self, model: nn.Module, optimizer: dict, scheduler: dict | None = None, classes: int = 2,
                  num_images: int = 4):
         super().__init__(model, optimizer, scheduler)
-        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
-            raise ValueError(f"task.classes={classes!r}: must be an integer >= 2")
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 0:
-            raise ValueError(f"task.num_images={num_images!r}: must be an integer >= 0 (0 = no images)")
+        require_int("task.classes", classes, 2)
+        require_int("task.num_images", num_images, 0, " (0 = no images)")
         self.classes, self.num_images = classes, num_images
         self.metrics = nn.ModuleDict({stage: segmentation_metrics(classes, f"{stage}/")
                                       for stage in ("val", "test")})

@@ -21,6 +21,13 @@ def _integer(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def require_int(key: str, value, least: int, note: str = "") -> int:
+    """Return ``value`` if it is an integer >= ``least``, else raise ValueError naming ``key``."""
+    if not _integer(value) or value < least:
+        raise ValueError(f"{key}={value!r}: must be an integer >= {least}{note}")
+    return value
+
+
 def validate(cfg) -> None:
     """Raise ConfigError for the first bad value of ``cfg`` (an OmegaConf DictConfig or dict)."""
     probes = cfg.get("probes")

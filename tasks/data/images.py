@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from .base import DatasetNotFound, SplitDataModule
 from .masks import make_mask
+from ..validate import require_int
 
 # scikit-image's bundled photographs (no download needed).
 PHOTOS = ("astronaut", "camera", "cat", "chelsea", "coffee", "rocket", "coins", "moon", "page", "text",
@@ -94,8 +95,7 @@ class PhotoData(SplitDataModule):
         super().__init__(**loader)
         if size is not None and (not isinstance(size, int) or size < DIP_MULTIPLE):
             raise ValueError(f"data.size={size!r}: must be null (full image) or an integer >= {DIP_MULTIPLE}")
-        if not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"data.iterations={iterations!r}: must be an integer >= 1 (DIP iterations)")
+        require_int("data.iterations", iterations, 1, " (DIP iterations)")
         self.image, self.size, self.iterations = str(image), size, iterations
 
     def photo(self):
@@ -119,8 +119,7 @@ class SuperResolutionData(PhotoData):
 
     def __init__(self, scale_factor: int = 4, **options):
         super().__init__(**options)
-        if not isinstance(scale_factor, int) or scale_factor < 2:
-            raise ValueError(f"data.scale_factor={scale_factor!r}: must be an integer >= 2")
+        require_int("data.scale_factor", scale_factor, 2)
         self.scale_factor = scale_factor
 
     def photo(self):

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from .base import DatasetNotFound, SplitDataModule, split_indices, take
+from ..validate import require_int
 
 # skimage.data images that ship with scikit-image (no download needed).
 SKIMAGE_SOURCES = ("astronaut", "brick", "camera", "cat", "cell", "chelsea", "clock", "coffee", "coins",
@@ -140,9 +141,7 @@ def build_mosaic_splits(sources: list[torch.Tensor], size: int, counts: tuple[in
 
 
 def _positive(key: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"data.{key}={value!r}: must be an integer >= 1")
-    return value
+    return require_int(f"data.{key}", value, 1)
 
 
 class TextureMosaicData(SplitDataModule):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from ..validate import require_int
+
 
 def smp_unet(encoder: str = "resnet18", in_channels: int = 3, classes: int = 2) -> nn.Module:
     """``smp.Unet(encoder, encoder_weights=None, ...)``: randomly initialised, ``classes`` logit maps.
@@ -11,6 +13,5 @@ def smp_unet(encoder: str = "resnet18", in_channels: int = 3, classes: int = 2) 
     """
     import segmentation_models_pytorch as smp
 
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
-        raise ValueError(f"model.classes={classes!r}: must be an integer >= 2")
+    require_int("model.classes", classes, 2)
     return smp.Unet(encoder, encoder_weights=None, in_channels=in_channels, classes=classes)
