@@ -27,10 +27,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -42,6 +38,8 @@ import torch.nn as nn
 
 from xconv import XConv2d
 from xconv.memory import SavedTensorMeter
+
+import report
 
 # ResNet-18 3x3 conv stages: (channels, spatial size).
 STAGES = {
@@ -93,7 +91,7 @@ class Row:
         return [self.resolution, str(self.channels), f"{self.size}x{self.size}", str(self.batch),
                 self.probe, str(self.probes), "yes" if self.small_r else "no",
                 f"{self.exact_ms:.1f}", f"{self.xconv_ms:.1f}", f"{self.time_ratio:.2f}",
-                format_bytes(self.exact_bytes), format_bytes(self.xconv_bytes),
+                report.format_bytes(self.exact_bytes), report.format_bytes(self.xconv_bytes),
                 f"{self.memory_factor:.1f}", f"{self.predicted_factor:.1f}"]
 
 
@@ -206,38 +204,14 @@ def bench_case(resolution, channels, size, batch, args, device) -> list[Row]:
 
 
 # Report ----------------------------------------------------------------------
-def format_bytes(n: int) -> str:
-    for unit in ["B", "KiB", "MiB"]:
-        if n < 1024:
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def header(command: str, device: torch.device) -> list[str]:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return ["# XConv2d vs exact Conv2d: forward+backward time and saved bytes", "",
-            f"- command: `{command}`",
-            f"- date: {now}",
-            f"- machine: {cpu_model()}, {os.cpu_count()} logical CPUs, "
-            f"torch.get_num_threads()={torch.get_num_threads()}, device={device}",
-            f"- torch: {torch.__version__}", ""]
+    lines = report.provenance("XConv2d vs exact Conv2d: forward+backward time and saved bytes",
+                              command, "one conv layer per row; see the grid below", device)
+    return lines
 
 
 def table(rows: list[Row]) -> list[str]:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    return lines + ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    return report.markdown_table(COLUMNS, [row.cells() for row in rows])
 
 
 def summary(rows: list[Row]) -> list[str]:
@@ -256,11 +230,11 @@ def summary(rows: list[Row]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> list[Row]:
     args = parse_args(argv)
-    command = "python scripts/bench_layers.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = report.command_line("bench_layers.py", argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    head = header(command.strip(), device)
+    head = header(command, device)
     print("\n".join(head), flush=True)
     rows = []
     for resolution, channels, size in selected_shapes(args):

@@ -10,9 +10,6 @@ grouped by the kind of layer that saved them. Device-independent and exact.
 from __future__ import annotations
 
 import argparse
-import datetime
-import shlex
-import sys
 from pathlib import Path
 
 import torch
@@ -20,6 +17,8 @@ import torchvision
 
 import xconv
 from xconv.memory import SavedTensorMeter
+
+import report
 
 MODES = {"exact": dict(probes=0, relu=False), "xconv": dict(relu=False), "xconv + 1-bit ReLU": dict(relu=True)}
 
@@ -52,9 +51,8 @@ def markdown(results: dict[str, dict[str, int]], command: str, title: str) -> st
             merged[mode][kind_name(kind)] = merged[mode].get(kind_name(kind), 0) + nbytes
     kinds = sorted({k for m in modes for k in merged[m]}, key=lambda k: -merged["exact"].get(k, 0))
     mib = lambda n: f"{n / 2**20:.2f}"
-    lines = [f"# {title}", "", f"- command: `{command}`",
-             f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
-             "- machine: CPU (bytes saved for backward are device-independent)", "",
+    lines = report.provenance(title, command, "one training-mode forward (bytes saved for backward are "
+                              "device-independent)") + [
              "| layer kind | " + " | ".join(f"{m} (MiB)" for m in modes) + " |", "|---" * (len(modes) + 1) + "|"]
     for kind in kinds:
         lines.append(f"| {kind} | " + " | ".join(mib(merged[m].get(kind, 0)) for m in modes) + " |")
@@ -73,11 +71,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--probe", default="channel", choices=xconv.PROBE_KINDS)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    command = "python scripts/memory_by_kind.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = report.command_line("memory_by_kind.py", argv)
     title = (f"Saved-for-backward bytes of {args.model}, batch {args.batch} at {args.size}x{args.size}, "
              f"r={args.probes} ({args.probe} probes)")
     text = markdown(saved_by_kind(args.model, args.batch, args.size, args.probes, args.probe),
-                    command.strip(), title)
+                    command, title)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,14 @@
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
 
 import xconv
+
+# Results scripts import their shared helpers as `import report` (scripts/report.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 PLAIN_TO_XCONV = {
     nn.Conv1d: xconv.XConv1d, nn.Conv2d: xconv.XConv2d, nn.Conv3d: xconv.XConv3d,
