@@ -7,6 +7,7 @@ import lightning as L
 import torch
 import torch.nn as nn
 
+from . import rng_state
 from .validate import require_int
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -42,6 +43,33 @@ class XConvTask(L.LightningModule):
 
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)
+
+    # Multi-process training and resuming ------------------------------------------------------
+    def log(self, name, value, *args, **kwargs):
+        """Logged tensors are averaged over DDP processes, so val/test numbers cover every shard
+        (torchmetrics objects synchronise themselves; one process: nothing changes)."""
+        from torchmetrics import Metric
+
+        if not isinstance(value, Metric):
+            kwargs.setdefault("sync_dist", True)
+        return super().log(name, value, *args, **kwargs)
+
+    def on_fit_start(self):
+        """Under DDP each process draws its own XConv probes (rank 0 keeps the single-process stream)."""
+        rng_state.offset_xconv_seed(torch.initial_seed(), self.global_rank)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_states"] = rng_state.gather()  # every rank's streams; a collective under DDP
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_states_to_restore = checkpoint.get("rng_states")
+
+    def on_train_start(self):
+        """Continue the random streams of a resumed run; restored here, after Lightning's own setup,
+        right before the first resumed batch is drawn."""
+        if getattr(self, "_rng_states_to_restore", None):
+            rng_state.restore_for_this_rank(self._rng_states_to_restore)
+            self._rng_states_to_restore = None
 
     def configure_optimizers(self):
         options = dict(self.optimizer_config)

@@ -81,10 +81,12 @@ class DeepImagePriorTask(XConvTask):
         return self.noise
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["dip_best"] = {"score": self.best_score, "step": self.best_step}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Give the buffers drawn during training their saved shapes, so ``load_state_dict`` fills them."""
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint["state_dict"]
         for name in ("noise", "best_output"):
             if name in state:

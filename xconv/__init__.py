@@ -10,13 +10,16 @@ memory meters::
     with xconv.memory.SavedTensorMeter() as meter:
         loss = model(x).sum()
 """
-from . import memory, rng
+from . import memory, planner, rng
 from ._checks import PROBE_KINDS
 from .activations import BitLeakyReLU, BitReLU
+from .checkpoint import (CheckpointPlan, checkpoint_plan, checkpoint_sequential, parse_checkpoint_mode,
+                         uncheckpoint)
 from .convert import convert, set_probes, unconvert, xconv_layers
 from .layers import (XConv1d, XConv2d, XConv3d, XConvMixin, XConvTranspose1d, XConvTranspose2d,
                      XConvTranspose3d)
 from .rng import get_rng_state, manual_seed, set_rng_state
+from .planner import BudgetError, plan_budget
 
 __version__ = "0.1.0"
 
@@ -24,5 +27,6 @@ __all__ = [
     "PROBE_KINDS", "XConv1d", "XConv2d", "XConv3d", "XConvTranspose1d", "XConvTranspose2d",
     "XConvTranspose3d", "XConvMixin", "BitReLU", "BitLeakyReLU", "convert", "unconvert",
     "set_probes", "xconv_layers", "memory", "rng", "manual_seed", "get_rng_state",
-    "set_rng_state",
+    "set_rng_state", "checkpoint_sequential", "uncheckpoint", "checkpoint_plan", "parse_checkpoint_mode",
+    "CheckpointPlan", "plan_budget", "BudgetError", "planner",
 ]

@@ -15,7 +15,6 @@ import os
 os.environ.setdefault("WANDB_MODE", "offline")  # never needs an account or a network
 
 import datetime
-import json
 import platform
 import sys
 import time
@@ -24,27 +23,41 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from xconv import launch
+from xconv.outputs import write_json_atomically  # temp file + fsync + rename
+
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+launch.register_resolvers()  # conf/config.yaml's hydra.output_subdir uses it
 
 
 def _instantiate(node: DictConfig, **kwargs):
-    """``hydra.utils.instantiate`` without the harness's descriptive keys."""
+    """``hydra.utils.instantiate`` without the harness's descriptive keys, except those the target
+    names as parameters (``model.image_size: ${data.image_size}`` reaches ``CifarNet(image_size=)``)."""
+    import inspect
+
+    from hydra.utils import get_object
+
     from tasks.validate import META_KEYS
 
     config = OmegaConf.to_container(node, resolve=True)
+    parameters = inspect.signature(get_object(config["_target_"])).parameters
     for key in META_KEYS:
-        config.pop(key, None)
+        if key not in parameters:
+            config.pop(key, None)
     return hydra.utils.instantiate(config, **kwargs, _recursive_=False)
 
 
-def build_loggers(cfg: DictConfig, out_dir: Path, run_name: str):
+def build_loggers(cfg: DictConfig, out_dir: Path, run_name: str, resuming: bool = False):
+    """CSV (a resumed run writes csv/resume-<n>/) and wandb (a resumed run continues its wandb run)."""
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-    loggers = [CSVLogger(save_dir=str(out_dir), name="csv", version="")]
+    from tasks.checkpoints import csv_version, wandb_run_id
+
+    loggers = [CSVLogger(save_dir=str(out_dir), name="csv", version=csv_version(out_dir, resuming))]
     if cfg.logger.kind == "wandb":
         loggers.append(WandbLogger(
             project=cfg.logger.project, group=cfg.logger.group, tags=list(cfg.logger.tags),
-            name=run_name, save_dir=str(out_dir),
+            name=run_name, save_dir=str(out_dir), id=wandb_run_id(out_dir, resuming), resume="allow",
             config=OmegaConf.to_container(cfg, resolve=True)))
     return loggers
 
@@ -59,10 +72,20 @@ def versions() -> dict:
             "lightning": lightning.__version__, "hydra": hydra.__version__, "xconv": xconv.__version__}
 
 
-def write_json_atomically(path: Path, payload: dict) -> None:
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    partial.replace(path)
+def machine(device) -> str:
+    """The machine a run used, e.g. ``AMD EPYC ..., 2 logical CPUs, torch threads 1, device cpu``."""
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, device {device}"
+    if getattr(device, "type", None) == "cuda":
+        text += f" ({torch.cuda.get_device_name(device)})"
+    return text
 
 
 def _plain_metrics(metrics: dict) -> dict:
@@ -89,6 +112,8 @@ def build(cfg: DictConfig):
     if cfg.probes > 0 or cfg.relu == "bit":
         xconv.convert(model, probes=cfg.probes, probe=cfg.probe, relu=cfg.relu == "bit",
                       skip=list(cfg.model.get("exact_layers") or []))
+    # Recompute sequential parts in backward; budget:<bytes> plans at the first training step (xconv/planner.py)
+    xconv.checkpoint_sequential(model, cfg.get("checkpoint", "none"), measure_recompute=True)
     task = _instantiate(cfg.task, model=model)
     return datamodule, model, task
 
@@ -98,21 +123,40 @@ def run(cfg: DictConfig) -> dict:
     return train_and_test(cfg, *build(cfg))
 
 
+def build_callbacks(cfg: DictConfig, out_dir: Path) -> list:
+    """Callbacks besides the step monitor: checkpoints/last.ckpt for resuming, the non-finite guard
+    (tasks/guard.py) and probe caps (tasks/probe_cap.py)."""
+    from tasks.checkpoints import CHECKPOINT_DIR, LastCheckpoint
+    from tasks.guard import NonFiniteGuard
+    from tasks.probe_cap import ProbeCap
+
+    return [LastCheckpoint(out_dir / CHECKPOINT_DIR, every_n_train_steps=cfg.ckpt_every_n_steps),
+            NonFiniteGuard(cfg.nonfinite), *([ProbeCap()] if cfg.probe_cap else [])]
+
+
+def _callback_summaries(callbacks) -> dict:
+    """What callbacks add to summary.json (their ``summary_fields()``: non-finite steps, probe caps)."""
+    return {key: value for callback in callbacks if hasattr(callback, "summary_fields")
+            for key, value in callback.summary_fields().items()}
+
+
 def train_and_test(cfg: DictConfig, datamodule, model, task) -> dict:
     import lightning as L
 
     import xconv
+    from tasks.checkpoints import resolve_ckpt_path
     from tasks.monitor import StepMonitor
 
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = resolve_ckpt_path(cfg.ckpt_path, out_dir)
     run_name = f"{cfg.task.name}-{cfg.data.name}-probes{cfg.probes}-{cfg.probe}-seed{cfg.seed}"
     monitor = StepMonitor(memory_steps=cfg.memory_steps)
     trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True),
-                        logger=build_loggers(cfg, out_dir, run_name), callbacks=[monitor],
-                        default_root_dir=str(out_dir))
+                        logger=build_loggers(cfg, out_dir, run_name, resuming=resume_from is not None),
+                        callbacks=[monitor, *build_callbacks(cfg, out_dir)], default_root_dir=str(out_dir))
     started = time.perf_counter()
-    trainer.fit(task, datamodule=datamodule)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from)
     val_metrics = _val_metrics(trainer)
     if not val_metrics:  # training stopped before a validation pass (e.g. max_steps mid-epoch)
         trainer.validate(task, datamodule=datamodule, verbose=False)
@@ -120,24 +164,47 @@ def train_and_test(cfg: DictConfig, datamodule, model, task) -> dict:
     test_metrics = _plain_metrics(trainer.test(task, datamodule=datamodule, verbose=False)[0])
     summary = {
         "task": cfg.task.name, "data": cfg.data.name, "model": cfg.model.name,
-        "gradient": {"mode": "exact" if cfg.probes == 0 else "xconv", "probes": cfg.probes,
-                     "probe": cfg.probe, "relu": cfg.relu,
+        "gradient": {"mode": _gradient_mode(model), "probes": cfg.probes,
+                     "probe": cfg.probe, "relu": cfg.relu, "checkpoint": cfg.get("checkpoint", "none"),
+                     "checkpoint_plan": _checkpoint_summary(model),
                      "xconv_layers": [name for name, layer in xconv.xconv_layers(model) if layer.probes > 0]},
         "seed": cfg.seed,
         "metrics": {**val_metrics, **test_metrics},
         **monitor.summary(),
+        **_callback_summaries(trainer.callbacks),
         "train_steps": trainer.global_step,
+        "resumed_from": resume_from,
+        "processes": trainer.world_size,
         "wall_time_s": time.perf_counter() - started,
         "device": str(task.device),
+        "machine": machine(task.device),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
         "command": " ".join(["python -m xconv.run", *sys.argv[1:]]),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    write_json_atomically(out_dir / "summary.json", summary)
-    _finish_wandb(trainer, summary)
-    _print_summary(summary, out_dir)
+    if trainer.is_global_zero:  # DDP: one summary and one wandb run, written by rank 0
+        write_json_atomically(out_dir / "summary.json", summary)
+        _finish_wandb(trainer, summary)
+        _print_summary(summary, out_dir)
     return summary
+
+
+def _gradient_mode(model) -> str:
+    """``exact``, ``xconv``, ``checkpoint`` or ``xconv+checkpoint``, from what the model does now."""
+    import xconv
+
+    uses_xconv = any(layer.probes > 0 for _, layer in xconv.xconv_layers(model))
+    plan = xconv.checkpoint_plan(model)
+    parts = ["xconv"] * uses_xconv + ["checkpoint"] * bool(plan is not None and plan.segments)
+    return "+".join(parts) or "exact"
+
+
+def _checkpoint_summary(model) -> dict | None:
+    import xconv
+
+    plan = xconv.checkpoint_plan(model)
+    return plan.summary() if plan is not None else None
 
 
 def _finish_wandb(trainer, summary: dict) -> None:
@@ -163,25 +230,40 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
           f"median step {summary['time']['median_step_s'] * 1e3:.1f} ms, summary: {out_dir / 'summary.json'}")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig):
+def run_job(cfg: DictConfig) -> dict:
+    """One job: every setting checked first (a bad one raises SettingsError), then train and test."""
     from hydra.errors import InstantiationException
 
+    from tasks.checkpoints import check_resume_settings
     from tasks.data import DatasetNotFound
     from tasks.validate import ConfigError, validate
+    from xconv.jobs import SettingsError
+    from xconv.planner import BudgetError
 
     try:  # everything that can be wrong with the settings fails here, before training
         validate(cfg)
+        check_resume_settings(cfg)
         parts = build(cfg)
     except (ConfigError, DatasetNotFound, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        raise SettingsError(str(error)) from error
     except InstantiationException as error:
         if not isinstance(error.__cause__, (ValueError, TypeError)):
             raise
-        print(f"error: {error.__cause__}", file=sys.stderr)
-        sys.exit(2)
-    return train_and_test(cfg, *parts)
+        raise SettingsError(str(error.__cause__)) from error
+    launch.use_ddp_child_command()  # trainer.strategy=ddp: children run this job, in this folder
+    with launch.ddp_job():
+        try:
+            return train_and_test(cfg, *parts)
+        except BudgetError as error:  # checkpoint=budget:<bytes> is planned on the first training batch
+            raise SettingsError(str(error)) from error
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig):
+    from xconv.jobs import reporting_errors
+
+    with reporting_errors():  # exit 2: settings, 3: non-finite; a multirun records a failure and goes on
+        return run_job(cfg)
 
 
 if __name__ == "__main__":

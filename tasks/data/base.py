@@ -5,6 +5,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .resumable import resumable_loader
+
 
 class DatasetNotFound(FileNotFoundError):
     """A dataset's files are missing; the message says how to get them."""
@@ -37,10 +39,11 @@ class SplitDataModule(L.LightningDataModule):
             self.splits = self.load_splits()
 
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, drop_last=False,
-                          persistent_workers=self.num_workers > 0)
+        if shuffle:  # training: an order that depends on (seed, epoch) only and resumes mid-epoch
+            return resumable_loader(dataset, batch_size=batch_size, shuffle=True, seed=self.seed,
+                                    num_workers=self.num_workers)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=self.num_workers,
+                          drop_last=False, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits[0], True, self.batch_size)
