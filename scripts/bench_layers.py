@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from xconv import XConv2d
 from xconv.memory import SavedTensorMeter
 
 import report
+from timing import backward_step, median_times_ms
 
 # ResNet-18 3x3 conv stages: (channels, spatial size).
 STAGES = {
@@ -154,35 +154,6 @@ def make_layers(channels: int, kinds: list[str], probes: list[int], device) -> d
     return layers
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed_step(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> float:
-    """Seconds for forward + ``out.backward(grad)``; gradients are reset beforehand."""
-    x.grad = None
-    layer.zero_grad(set_to_none=True)
-    synchronize(x.device)
-    start = time.perf_counter()
-    layer(x).backward(grad)
-    synchronize(x.device)
-    return time.perf_counter() - start
-
-
-def median_times_ms(layers: dict, x, grad, repeats: int, warmup: int) -> dict:
-    """Median step time of every layer, all stepped in turn within each repeat."""
-    keys = list(layers)
-    times = {key: [] for key in keys}
-    for repeat in range(warmup + repeats):
-        shift = repeat % len(keys)
-        for key in keys[shift:] + keys[:shift]:
-            seconds = timed_step(layers[key], x, grad)
-            if repeat >= warmup:
-                times[key].append(seconds)
-    return {key: 1e3 * statistics.median(values) for key, values in times.items()}
-
-
 def saved_bytes(layer: nn.Module, x: torch.Tensor) -> int:
     """Bytes autograd saves for backward during one forward of ``layer``."""
     with SavedTensorMeter() as meter:
@@ -196,7 +167,8 @@ def bench_case(resolution, channels, size, batch, args, device) -> list[Row]:
     layers = make_layers(channels, args.kinds, args.probes, device)
     x = torch.randn(batch, channels, size, size, device=device, requires_grad=True)
     grad = torch.randn(batch, channels, size, size, device=device)
-    times = median_times_ms(layers, x, grad, args.repeats, args.warmup)
+    steps = {key: backward_step(layer, (x,), grad, leaf=x) for key, layer in layers.items()}
+    times = median_times_ms(steps, args.repeats, args.warmup, device)
     exact_bytes = saved_bytes(layers["exact"], x)
     return [Row(resolution, channels, size, batch, kind, r, times["exact"], times[(kind, r)],
                 exact_bytes, saved_bytes(layers[(kind, r)], x))

@@ -23,8 +23,9 @@ import report
 MODES = {"exact": dict(probes=0, relu=False), "xconv": dict(relu=False), "xconv + 1-bit ReLU": dict(relu=True)}
 
 
-def saved_by_kind(model_name: str, batch: int, size: int, probes: int, probe: str) -> dict[str, dict[str, int]]:
-    """{mode: {layer kind: bytes}} for one forward of a fresh model per mode."""
+def meters_by_mode(model_name: str, batch: int, size: int, probes: int, probe: str) -> dict[str, SavedTensorMeter]:
+    """{mode: meter} of one training-mode forward of a fresh model per mode; each meter groups
+    the saved bytes by layer kind and by module name."""
     x = torch.randn(batch, 3, size, size)
     results = {}
     for mode, options in MODES.items():
@@ -32,10 +33,16 @@ def saved_by_kind(model_name: str, batch: int, size: int, probes: int, probe: st
         model = getattr(torchvision.models, model_name)(num_classes=10)
         xconv.convert(model, probes=options.get("probes", probes), probe=probe, relu=options["relu"],
                       example_input=x[:1])
-        with SavedTensorMeter() as meter:
+        with SavedTensorMeter(model) as meter:
             model(x)
-        results[mode] = meter.bytes_by_kind
+        results[mode] = meter
     return results
+
+
+def saved_by_kind(model_name: str, batch: int, size: int, probes: int, probe: str) -> dict[str, dict[str, int]]:
+    """{mode: {layer kind: bytes}} for one forward of a fresh model per mode."""
+    return {mode: meter.bytes_by_kind
+            for mode, meter in meters_by_mode(model_name, batch, size, probes, probe).items()}
 
 
 def kind_name(kind: str) -> str:
