@@ -191,6 +191,20 @@ NETWORKS = {
 }
 
 
+def check_study_arguments(parser, args) -> None:
+    """``parser.error`` (exit 2, naming the flag and what is allowed) for bad --networks/--kinds/--probes/--runs."""
+    for name in args.networks:
+        if name not in NETWORKS:
+            parser.error(f"--networks: {name!r} is not a network of the study; allowed {', '.join(NETWORKS)}")
+    for kind in args.kinds or []:
+        if kind not in xconv.PROBE_KINDS:
+            parser.error(f"--kinds: {kind!r} is not a probe kind; allowed {', '.join(xconv.PROBE_KINDS)}")
+    if not args.probes or min(args.probes) < 1:
+        parser.error(f"--probes={args.probes}: need at least one r, every r >= 1")
+    if args.runs < 2:
+        parser.error(f"--runs={args.runs}: need at least 2 runs for a standard deviation")
+
+
 def network_named(name: str) -> Network:
     if name not in NETWORKS:
         raise ValueError(f"network {name!r}: must be one of {', '.join(NETWORKS)}")

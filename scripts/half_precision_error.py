@@ -92,19 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("results/half_precision_error"),
                         help="output stem: writes STEM.md, STEM.csv and STEM.png")
     args = parser.parse_args(argv)
-    for name in args.networks:
-        if name not in gs.NETWORKS:
-            parser.error(f"--networks: {name!r} is not a network of the study; "
-                         f"allowed {', '.join(gs.NETWORKS)}")
-        if name == "ddpm_unet":
-            parser.error("--networks: ddpm_unet cannot run in bfloat16 (its timestep embedding is float32)")
-    for kind in args.kinds:
-        if kind not in xconv.PROBE_KINDS:
-            parser.error(f"--kinds: {kind!r} is not a probe kind; allowed {', '.join(xconv.PROBE_KINDS)}")
-    if not args.probes or min(args.probes) < 1:
-        parser.error(f"--probes={args.probes}: need at least one r, every r >= 1")
-    if args.runs < 2:
-        parser.error(f"--runs={args.runs}: need at least 2 runs for a standard deviation")
+    gs.check_study_arguments(parser, args)
+    if "ddpm_unet" in args.networks:
+        parser.error("--networks: ddpm_unet cannot run in bfloat16 (its timestep embedding is float32)")
     return args
 
 
