@@ -11,7 +11,6 @@ import csv
 import datetime
 import io
 import os
-import platform
 import shlex
 import sys
 from pathlib import Path
@@ -19,22 +18,13 @@ from typing import Iterable, Sequence
 
 import torch
 
+from xconv.outputs import cpu_model  # shared with the harness's run summaries
+
 
 def command_line(script: str, argv: Sequence[str] | None) -> str:
     """The command a user would type to reproduce this run, e.g. ``python scripts/x.py --a 1``."""
     args = sys.argv[1:] if argv is None else list(argv)
     return f"python scripts/{script} {shlex.join(args)}".strip()
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine(device: torch.device | str = "cpu") -> str:

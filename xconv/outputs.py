@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import platform
 from pathlib import Path
 
 JOB_STATUS = "job_status.json"
@@ -101,3 +102,15 @@ def sweep_report(sweep_dir: Path, sweep_id: str | None) -> dict:
     failed = [job for job in jobs if job["status"] == "failed"]
     return {"sweep_dir": str(sweep_dir), "date": now(), "jobs": len(jobs), "completed": len(jobs) - len(failed),
             "failed": len(failed), "failed_jobs": [job["num"] for job in failed], "job_statuses": jobs}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows, for provenance lines."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

@@ -76,13 +76,9 @@ def machine(device) -> str:
     """The machine a run used, e.g. ``AMD EPYC ..., 2 logical CPUs, torch threads 1, device cpu``."""
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, device {device}"
+    from xconv.outputs import cpu_model
+
+    text = f"{cpu_model()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, device {device}"
     if getattr(device, "type", None) == "cuda":
         text += f" ({torch.cuda.get_device_name(device)})"
     return text
