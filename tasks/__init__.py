@@ -1,6 +1,13 @@
-"""The paper's tasks for the xconv harness: data, models, losses and metrics.
+"""xconv_harness: the experiment harness of xconv (installed from the ``tasks/`` folder).
 
-Each task is a LightningModule built on :class:`tasks.base.XConvTask`; data
-loading for every task lives in :mod:`tasks.data`. Nothing here imports Hydra:
-``xconv/run.py`` wires configs to these classes.
+* the paper's tasks, one module each (:mod:`.classification`, :mod:`.generative`,
+  :mod:`.dip`, :mod:`.segmentation`), LightningModules on :class:`.base.XConvTask` that
+  declare their table metrics and baseline; data in :mod:`.data`, models in :mod:`.models`;
+* the run: :mod:`.run` (Hydra config -> data, model, task -> Lightning -> ``summary.json``,
+  defined in :mod:`.summary`), its checks (:mod:`.schema`, :mod:`.validate`, :mod:`.rules`),
+  callbacks (:mod:`.monitor`, :mod:`.guard`, :mod:`.probe_cap`), resume files (:mod:`.resume`);
+* :mod:`.studies`: the code behind every ``scripts/*.py``.
+
+Imports point one way: ``scripts -> xconv_harness -> xconv``. The Hydra configs ship inside
+as ``xconv_harness/conf`` (:mod:`.config_files`).
 """

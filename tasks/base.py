@@ -1,45 +1,47 @@
-"""What every task shares: the model, the optimiser and scheduler built from config."""
+"""What every task shares: the model, the optimiser and scheduler built from config, and what the
+task declares about itself for the harness (its config rules and the metrics its tables show)."""
 from __future__ import annotations
-
-import math
 
 import lightning as L
 import torch
 import torch.nn as nn
 
 from . import rng_state
-from .validate import require_int
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-SCHEDULERS = ("none", "plateau", "cosine", "warmup_cosine")
-
-
-def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, floor: float) -> float:
-    """LR factor: linear warm-up to 1 over ``warmup_steps``, then cosine down to ``floor``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+from .config_nodes import instantiate, target
+from .schedules import stepping, warmup_cosine  # noqa: F401  (warmup_cosine: its home before schedules.py)
+from .table_metric import Metric
 
 
 class XConvTask(L.LightningModule):
-    """Base LightningModule: holds ``model`` and builds the optimiser from plain dicts.
+    """Base LightningModule: holds ``model`` and builds the optimiser and scheduler from config sections.
 
-    ``optimizer``: ``{name: adam|adamw|sgd, lr: float, **kwargs}``.
-    ``scheduler``: ``{name: none|plateau|cosine, **kwargs}``; ``plateau`` steps on
-    ``monitor`` (default the task's ``monitor_metric``), ``cosine`` anneals over
-    ``trainer.max_epochs`` (or ``T_max``), ``warmup_cosine`` (``warmup_steps``,
-    ``eta_min``) warms up linearly, then anneals every optimiser step to the run's end.
+    ``optimizer``: ``{_target_: <torch optimiser>, _partial_: true, lr: float, **kwargs}``
+    (conf/optimizer/*.yaml). ``scheduler``: the same for a scheduler (conf/scheduler/*.yaml),
+    or ``_target_: null`` / None for none; :data:`xconv_harness.schedules.STEPPING` says what
+    the run adds (``plateau`` steps on ``monitor``, default the task's ``monitor_metric``;
+    ``cosine`` anneals over ``trainer.max_epochs`` unless ``T_max`` is set; ``warmup_cosine``
+    anneals every optimiser step to the run's end).
+
+    What a task declares about itself, as class attributes:
+
+    * ``CONFIG_RULES``: what its own constructor keys may be (``task.<key>``, :mod:`xconv_harness.rules`);
+    * ``monitor_metric`` / ``monitor_mode``: the validation metric plateau schedulers step on, which
+      is also the validation curve the results tables plot beside the training loss;
+    * ``table_metrics``: the test metrics a results table shows, the headline first (empty: every
+      ``test/`` metric the runs logged);
+    * ``baseline_metric``: a metric every run logs for a non-learned baseline, or None.
     """
 
     monitor_metric = "val/loss"
     monitor_mode = "min"
+    table_metrics: tuple[Metric, ...] = ()
+    baseline_metric: Metric | None = None
 
     def __init__(self, model: nn.Module, optimizer: dict, scheduler: dict | None = None):
         super().__init__()
         self.model = model
         self.optimizer_config = dict(optimizer)
-        self.scheduler_config = dict(scheduler or {"name": "none"})
+        self.scheduler_config = dict(scheduler or {})
 
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)
@@ -48,9 +50,9 @@ class XConvTask(L.LightningModule):
     def log(self, name, value, *args, **kwargs):
         """Logged tensors are averaged over DDP processes, so val/test numbers cover every shard
         (torchmetrics objects synchronise themselves; one process: nothing changes)."""
-        from torchmetrics import Metric
+        from torchmetrics import Metric as TorchMetric
 
-        if not isinstance(value, Metric):
+        if not isinstance(value, TorchMetric):
             kwargs.setdefault("sync_dist", True)
         return super().log(name, value, *args, **kwargs)
 
@@ -72,33 +74,12 @@ class XConvTask(L.LightningModule):
             self._rng_states_to_restore = None
 
     def configure_optimizers(self):
-        options = dict(self.optimizer_config)
-        optimizer = OPTIMIZERS[options.pop("name")](self.parameters(), **options)
-        options = dict(self.scheduler_config)
-        name = options.pop("name")
-        if name == "none":
+        optimizer = instantiate(self.optimizer_config)(self.parameters())
+        if self.scheduler_config.get("_target_") is None:
             return optimizer
-        if name == "plateau":
-            monitor = options.pop("monitor", self.monitor_metric)
-            options.setdefault("mode", self.monitor_mode)
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, **options)
-            return {"optimizer": optimizer,
-                    "lr_scheduler": {"scheduler": scheduler, "monitor": monitor, "interval": "epoch"}}
-        if name == "cosine":
-            options.setdefault("T_max", max(1, self.trainer.max_epochs or 1))
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, **options)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-        if name == "warmup_cosine":
-            return {"optimizer": optimizer, "lr_scheduler": {
-                "scheduler": self._warmup_cosine(optimizer, **options), "interval": "step"}}
-        raise ValueError(f"scheduler.name must be one of {SCHEDULERS}, got {name!r}")
-
-    def _warmup_cosine(self, optimizer, warmup_steps: int = 0, eta_min: float = 0.0):
-        require_int("scheduler.warmup_steps", warmup_steps, 0)
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise ValueError("scheduler.name=warmup_cosine needs a finite run: set trainer.max_epochs "
-                             "or trainer.max_steps")
-        floor = eta_min / self.optimizer_config["lr"]
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(
-            step, warmup_steps=warmup_steps, total_steps=int(total), floor=floor))
+        config = dict(self.scheduler_config)
+        how = stepping(target(config))
+        monitor = config.pop("monitor", self.monitor_metric)
+        scheduler = instantiate({**how.supplies(self), **config})(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {
+            "scheduler": scheduler, "interval": how.interval, **({"monitor": monitor} if how.monitored else {})}}

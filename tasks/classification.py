@@ -5,11 +5,15 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from .base import XConvTask
+from .rules import Integer
+from .table_metric import percent
 
 
 class ClassificationTask(XConvTask):
+    CONFIG_RULES = {"classes": Integer(least=2)}
     monitor_metric = "val/acc"
     monitor_mode = "max"
+    table_metrics = (percent("test/acc", "test acc"),)
 
     def __init__(self, model, optimizer, scheduler=None, classes: int = 10):
         super().__init__(model, optimizer, scheduler)

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .validate import require_int
+from .rules import require_int
 
 
 def respaced_timesteps(timesteps: int, steps: int) -> torch.Tensor:

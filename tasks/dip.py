@@ -26,14 +26,18 @@ import torch
 import torch.nn.functional as F
 
 from .base import XConvTask
-from .images import save_and_log_images
+from .image_logging import save_and_log_images
 from .models.downsampler import Lanczos2Downsampler
 from .psnr import psnr, psnr_y
+from .rules import POSITIVE, Integer, Number
+from .table_metric import Metric
 
 
 class DeepImagePriorTask(XConvTask):
     """Base of the DIP tasks. Subclasses define the target, the loss, the scores and the pictures."""
 
+    CONFIG_RULES = {"input_depth": POSITIVE, "input_scale": Number(above=0), "reg_noise_std": Number(least=0),
+                    "seed": Integer()}
     monitor_metric = "val/psnr"
     monitor_mode = "max"
     selection_metric = "psnr"  # the score that picks the best iterate
@@ -138,9 +142,12 @@ class DeepImagePriorTask(XConvTask):
 class SuperResolutionTask(DeepImagePriorTask):
     """x``scale_factor`` super-resolution: loss = MSE(Lanczos2-downsampled output, LR image)."""
 
+    CONFIG_RULES = {"scale_factor": Integer(least=2)}
     monitor_metric = "val/psnr_y"
     selection_metric = "psnr_y"
     baseline_name = "bicubic"
+    table_metrics = (Metric("test/best_psnr_y", "PSNR-Y best (dB)"), Metric("test/psnr_y", "PSNR-Y last (dB)"))
+    baseline_metric = Metric("test/bicubic_psnr_y", "bicubic x4 upsampling, PSNR-Y (dB)")
 
     def __init__(self, model, optimizer, scheduler=None, scale_factor: int = 4, **options):
         super().__init__(model, optimizer, scheduler, **options)
@@ -168,6 +175,8 @@ class InpaintingTask(DeepImagePriorTask):
     """Inpainting: loss = MSE on the known pixels (mask 1); PSNR against the full image."""
 
     baseline_name = "corrupted"
+    table_metrics = (Metric("test/best_psnr", "PSNR best (dB)"), Metric("test/psnr", "PSNR last (dB)"))
+    baseline_metric = Metric("test/corrupted_psnr", "corrupted input (holes black), PSNR (dB)")
 
     def target(self, batch):
         return batch["image"]

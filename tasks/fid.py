@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .validate import require_int
+from .rules import require_int
 
 ARCHITECTURE = "cnn32"  # names FeatureNet in cache files; change it when FeatureNet changes
 

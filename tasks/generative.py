@@ -1,12 +1,12 @@
 """Image generation with DDPM (the paper's MNIST diffusion, Fig. 15, 16, 36). Metric: FID.
 
-Training minimises the epsilon-prediction loss of :mod:`tasks.diffusion` on images scaled
+Training minimises the epsilon-prediction loss of :mod:`xconv_harness.diffusion` on images scaled
 to [-1, 1]. ``val/loss`` and ``test/loss`` are the same loss at timesteps and noise fixed
 per batch (seeded by ``seed``, the stage and the batch index), so they are comparable
 between runs over the same data. At test time ``fid_samples`` images are generated with
 ``sample_steps`` ancestral steps (fewer than ``timesteps`` = respaced chain, the CPU
 substitution; equal = full DDPM) and compared with as many real test images through a
-feature extractor trained on the training split (:mod:`tasks.fid`): ``test/fid``, plus
+feature extractor trained on the training split (:mod:`xconv_harness.fid`): ``test/fid``, plus
 that extractor's accuracy on those real images (``test/fid_extractor_acc``). A grid of
 samples goes to ``<run folder>/images`` and to wandb. ``trainer.fast_dev_run`` only checks
 this path: FID of at most 16 samples drawn with at most 2 steps, and a newly trained
@@ -20,10 +20,11 @@ import torch.nn as nn
 
 from . import fid
 from .base import XConvTask
-from .data.classification import NORMALISATION
+from .data.classification import DATASETS, NORMALISATION
 from .diffusion import DDPMSchedule, respaced_timesteps
-from .images import save_and_log_images
-from .validate import require_int
+from .image_logging import save_and_log_images
+from .rules import POSITIVE, Choice, Integer, Number, Text, require_int
+from .table_metric import Metric
 
 STAGES = ("val", "test")
 FAST_DEV_RUN_SAMPLES, FAST_DEV_RUN_STEPS = 16, 2  # fast_dev_run only checks the sampling path
@@ -58,8 +59,16 @@ class GenerativeTask(XConvTask):
     ``seed``: evaluation noise, sampling noise and the extractor.
     """
 
+    CONFIG_RULES = {
+        "dataset": Choice(options=DATASETS), "timesteps": POSITIVE, "beta_start": Number(above=0, below=1),
+        "beta_end": Number(above=0, below=1), "sample_steps": POSITIVE, "fid_samples": Integer(least=2),
+        "sample_batch_size": POSITIVE, "fid_cache_dir": Text(), "fid_epochs": POSITIVE, "grid_images": POSITIVE,
+        "seed": Integer(),
+    }
     monitor_metric = "val/loss"
     monitor_mode = "min"
+    table_metrics = (Metric("test/fid", "FID", digits=2, higher_is_better=False),
+                     Metric("test/loss", "test loss", digits=4, higher_is_better=False))
 
     def __init__(self, model, optimizer, scheduler=None, *, dataset: str, timesteps: int = 1000,
                  beta_start: float = 1e-4, beta_end: float = 0.02, sample_steps: int = 100,

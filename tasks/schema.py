@@ -1,18 +1,22 @@
 """The run config's schema: which keys each section takes and what each value may be.
 
-:data:`RULES` maps every dotted key (``probes``, ``data.batch_size``,
-``task.optimizer.lr``, ...) to a :class:`Rule`. Which keys a section takes:
+Which keys a section takes:
 
 * the top level, ``trainer`` and ``logger``: the keys of :data:`RULES` (plus any key
   ``conf/config.yaml`` itself declares, so a key added there is never refused);
 * ``data``, ``model``, ``task``: the constructor parameters of the section's
   ``_target_`` (following ``**kwargs`` to the base classes), plus the harness's
-  descriptive keys (:data:`tasks.validate.META_KEYS`), minus what the harness passes
-  itself (``data.seed``, ``task.model``);
-* ``task.optimizer`` / ``task.scheduler``: ``name`` plus the parameters of the
-  optimiser / scheduler that ``name`` picks.
+  descriptive keys (:data:`xconv_harness.config_nodes.DESCRIPTIVE_KEYS`), minus what the
+  harness passes itself (``data.seed``, ``task.model``);
+* ``task.optimizer`` / ``task.scheduler``: ``name`` (descriptive), ``_target_``, ``_partial_`` and
+  the parameters of the optimiser / scheduler ``_target_`` names (:mod:`xconv_harness.schedules`).
 
-:func:`check` raises :class:`tasks.validate.ConfigError` for the first problem, one
+What a value may be (a :class:`~xconv_harness.rules.Rule`, see :func:`rule_for`): the generic keys'
+rules are :data:`RULES` here; a ``data``/``model``/``task`` key's rule is declared beside the
+constructor that takes it (``CONFIG_RULES`` of the ``_target_`` or its bases), a descriptive key's
+in :mod:`xconv_harness.config_nodes`, an optimiser's or scheduler's in :mod:`xconv_harness.schedules`.
+
+:func:`check` raises :class:`xconv_harness.errors.ConfigError` for the first problem, one
 line naming the key, the value and what is allowed. Literal values are checked
 before interpolated ones, so a bad ``data.channels`` is reported as itself and not as
 the ``model.in_channels`` that points at it.
@@ -21,181 +25,36 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import typing
-from dataclasses import dataclass
-from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from xconv._checks import PROBE_KINDS
+import xconv
 
-from .base import OPTIMIZERS, SCHEDULERS, XConvTask
-from .data.classification import DATASETS
-from .data.masks import MASKS
-from .data.segmentation import SKIMAGE_SOURCES
-from .models.dip import ACTIVATIONS, PADDING_MODES, UPSAMPLE_MODES
-from .validate import DEVICES, META_KEYS, RELU_MODES, ConfigError
+from . import config_nodes, schedules
+from .config_files import CONFIG_FILE
+from .errors import ConfigError
+from .config_nodes import constructor_keys
+from .rules import POSITIVE, Choice, ChoiceOf, Either, Flag, Integer, ListOf, Number, Rule, Text
 
-CONFIG_FILE = Path(__file__).resolve().parent.parent / "conf" / "config.yaml"
+RELU_MODES = ("exact", "bit")
+DEVICES = ("auto", "cpu", "cuda", "gpu", "mps")
 SECTIONS = ("trainer", "task", "data", "model", "logger")
+BUILT = ("data", "model", "task", "task.optimizer", "task.scheduler")  # sections with a _target_
 NONFINITE_MODES = ("stop", "skip")
 LOGGER_KINDS = ("none", "wandb")
 # The key of a section that decides which other keys it takes.
-SELECTORS = {"data": "_target_", "model": "_target_", "task": "_target_", "task.optimizer": "name",
-             "task.scheduler": "name", "logger": "kind"}
+SELECTORS = {**{path: "_target_" for path in BUILT}, "logger": "kind"}
 # Constructor arguments the harness passes itself: not config keys.
 INJECTED = {"data": {"seed"}, "task": {"model"}, "task.optimizer": {"params"},
-            "task.scheduler": {"optimizer", "last_epoch", "verbose"}}
-
-
-# Rules ------------------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
-class Rule:
-    """What a value may be. ``null``: if set, None is allowed and means this."""
-
-    null: str | None = None
-
-    def accepts(self, value) -> bool:
-        return self.null is not None if value is None else self._accepts(value)
-
-    @property
-    def allowed(self) -> str:
-        """The text after "must be " in an error message."""
-        text = self._allowed()
-        return text if self.null is None else f"null ({self.null}) or {text}"
-
-    def _accepts(self, value) -> bool:
-        raise NotImplementedError
-
-    def _allowed(self) -> str:
-        raise NotImplementedError
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Integer(Rule):
-    least: int | None = None
-    also: tuple = ()  # further allowed values below ``least`` (e.g. -1 = no limit)
-    note: str = ""
-
-    def _accepts(self, value) -> bool:
-        return _is_int(value) and (self.least is None or value >= self.least or value in self.also)
-
-    def _allowed(self) -> str:
-        text = "an integer" if self.least is None else f"an integer >= {self.least}"
-        if self.also:
-            text += f" (or {', '.join(map(str, self.also))})"
-        return text + self.note
-
-
-@dataclass(frozen=True, kw_only=True)
-class Number(Rule):
-    """A finite int or float within the bounds: ``above``/``below`` exclusive, ``least``/``most`` inclusive."""
-
-    above: float | None = None
-    least: float | None = None
-    below: float | None = None
-    most: float | None = None
-
-    def _accepts(self, value) -> bool:
-        return (_is_number(value) and (self.above is None or value > self.above)
-                and (self.least is None or value >= self.least) and (self.below is None or value < self.below)
-                and (self.most is None or value <= self.most))
-
-    def _allowed(self) -> str:
-        low = ("(", self.above) if self.above is not None else ("[", self.least) if self.least is not None else None
-        high = (")", self.below) if self.below is not None else ("]", self.most) if self.most is not None else None
-        if low and high:
-            return f"a number in {low[0]}{low[1]}, {high[1]}{high[0]}"
-        if low:
-            return f"a number {'>' if low[0] == '(' else '>='} {low[1]}"
-        if high:
-            return f"a number {'<' if high[0] == ')' else '<='} {high[1]}"
-        return "a finite number"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Choice(Rule):
-    options: tuple
-
-    def _accepts(self, value) -> bool:
-        return any(type(value) is type(option) and value == option for option in self.options)
-
-    def _allowed(self) -> str:
-        return f"one of {', '.join(dict.fromkeys(map(str, self.options)))}"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Text(Rule):
-    def _accepts(self, value) -> bool:
-        return isinstance(value, str) and value.strip() != ""
-
-    def _allowed(self) -> str:
-        return "a non-empty string"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Flag(Rule):
-    def _accepts(self, value) -> bool:
-        return isinstance(value, bool)
-
-    def _allowed(self) -> str:
-        return "true or false"
-
-
-@dataclass(frozen=True, kw_only=True)
-class ListOf(Rule):
-    item: Rule
-    least_items: int = 0
-    items: int | None = None  # exact length
-
-    def _accepts(self, value) -> bool:
-        return (isinstance(value, list) and len(value) >= self.least_items
-                and (self.items is None or len(value) == self.items) and all(map(self.item.accepts, value)))
-
-    def _allowed(self) -> str:
-        size = (f" of {self.items} items" if self.items is not None
-                else f" of at least {self.least_items} item{'s' if self.least_items > 1 else ''}"
-                if self.least_items else "")
-        return f"a list{size}, each {self.item.allowed}"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Either(Rule):
-    rules: tuple
-    text: str
-
-    def _accepts(self, value) -> bool:
-        return any(rule.accepts(value) for rule in self.rules)
-
-    def _allowed(self) -> str:
-        return self.text
-
-
-@dataclass(frozen=True, kw_only=True)
-class Check(Rule):
-    """A value some module parses itself: ``parse(value)`` raises ValueError/TypeError if it is bad."""
-
-    parse: typing.Callable
-    text: str
-
-    def _accepts(self, value) -> bool:
-        try:
-            self.parse(value)
-        except (ValueError, TypeError):
-            return False
-        return True
-
-    def _allowed(self) -> str:
-        return self.text
+            "task.scheduler": {"optimizer", "last_epoch", "verbose", *schedules.RUN_SUPPLIED}}
+# Config groups whose options fill a section (conf/<group>/<name>.yaml; the option's name is the section's ``name``).
+GROUPS = {"task.optimizer": "optimizer", "task.scheduler": "scheduler"}
+# Hydra's own keys of a section that builds an object.
+HYDRA_RULES = {"_target_": Text(),
+               "_partial_": Either(rules=(Choice(options=(True,)),), text="true (the task completes the call)")}
+# The rules of optimiser and scheduler arguments, whatever their target.
+ARGUMENT_RULES = {"task.optimizer": schedules.OPTIMIZER_RULES, "task.scheduler": schedules.SCHEDULER_RULES}
 
 
 def _precisions() -> tuple:
@@ -209,7 +68,6 @@ def _precisions() -> tuple:
     return tuple(flatten(_PRECISION_INPUT))
 
 
-POSITIVE = Integer(least=1)
 BATCHES = Either(rules=(Integer(least=0), Number(least=0, most=1)), null="all",
                  text="an integer >= 0 (batches) or a fraction in [0, 1]")
 LIGHTNING = "Lightning's default"
@@ -218,7 +76,7 @@ LIGHTNING = "Lightning's default"
 RULES: dict[str, Rule] = {
     # Gradient mode and run settings
     "probes": Integer(least=0, note=" (0 = exact backprop)"),
-    "probe": Choice(options=PROBE_KINDS),
+    "probe": ChoiceOf(current=lambda: xconv.PROBE_KINDS),  # probe kinds registered now
     "relu": Choice(options=RELU_MODES),
     "seed": Integer(),
     "device": Choice(options=DEVICES),
@@ -268,107 +126,7 @@ RULES: dict[str, Rule] = {
     "trainer.use_distributed_sampler": Flag(),
     "trainer.sync_batchnorm": Flag(),
     "trainer.reload_dataloaders_every_n_epochs": Integer(least=0),
-    # Data (tasks/data): every data module's keys
-    "data.name": Text(),
-    "data._target_": Text(),
-    "data.dataset": Choice(options=DATASETS),
-    "data.root": Text(),
-    "data.source": Text(null="Debian's Fashion-MNIST folder"),
-    "data.download": Flag(),
-    "data.val_fraction": Number(least=0, below=1),
-    "data.train_subset": Integer(least=1, null="all"),
-    "data.test_subset": Integer(least=1, null="all"),
-    "data.augment": Flag(),
-    "data.batch_size": POSITIVE,
-    "data.eval_batch_size": Integer(least=1, null="batch_size"),
-    "data.num_workers": Integer(least=0),
-    "data.channels": POSITIVE,
-    "data.image_size": Integer(least=1, null="the photograph's own size"),
-    "data.num_classes": Integer(least=2),
-    "data.size": Integer(least=1, null="the photograph's own size"),
-    "data.iterations": POSITIVE,
-    "data.image": Text(),
-    "data.scale_factor": Integer(least=2),
-    "data.mask": Choice(options=MASKS),
-    "data.mask_fraction": Number(above=0, below=1),
-    "data.hole_sides": ListOf(item=POSITIVE, items=2),
-    "data.font_size": Integer(least=4),
-    "data.textures": ListOf(item=Choice(options=SKIMAGE_SOURCES), least_items=2),
-    "data.scale": Number(above=0),
-    "data.test_fraction": Number(above=0, below=1),
-    "data.train_count": POSITIVE,
-    "data.val_count": POSITIVE,
-    "data.test_count": POSITIVE,
-    "data.max_cells": Integer(least=2),
-    # Models (tasks/models)
-    "model.name": Text(),
-    "model._target_": Text(),
-    "model.in_channels": POSITIVE,
-    "model.out_channels": POSITIVE,
-    "model.image_size": POSITIVE,
-    "model.num_classes": Integer(least=2),
-    "model.classes": Integer(least=2),
-    "model.exact_layers": ListOf(item=Text()),
-    "model.encoder": Text(),
-    "model.block_channels": ListOf(item=POSITIVE, least_items=1),
-    "model.layers_per_block": POSITIVE,
-    "model.attention_levels": ListOf(item=Integer(least=0)),
-    "model.attention_head_dim": POSITIVE,
-    "model.norm_groups": POSITIVE,
-    "model.dropout": Number(least=0, below=1),
-    "model.channels_down": ListOf(item=POSITIVE, least_items=1),
-    "model.channels_up": ListOf(item=POSITIVE, least_items=1),
-    "model.channels_skip": ListOf(item=Integer(least=0), least_items=1),
-    "model.upsample": Choice(options=UPSAMPLE_MODES),
-    "model.padding": Choice(options=PADDING_MODES),
-    "model.activation": Choice(options=tuple(ACTIVATIONS)),
-    "model.sigmoid": Flag(),
-    # Tasks (tasks/*.py)
-    "task.name": Text(),
-    "task._target_": Text(),
-    "task.classes": Integer(least=2),
-    "task.num_images": Integer(least=0, note=" (0 = no images)"),
-    "task.accepts_data": ListOf(item=Text()),
-    "task.accepts_models": ListOf(item=Text()),
-    "task.dataset": Choice(options=DATASETS),
-    "task.timesteps": POSITIVE,
-    "task.beta_start": Number(above=0, below=1),
-    "task.beta_end": Number(above=0, below=1),
-    "task.sample_steps": POSITIVE,
-    "task.fid_samples": Integer(least=2),
-    "task.sample_batch_size": POSITIVE,
-    "task.fid_cache_dir": Text(),
-    "task.fid_epochs": POSITIVE,
-    "task.grid_images": POSITIVE,
-    "task.seed": Integer(),
-    "task.input_depth": POSITIVE,
-    "task.input_scale": Number(above=0),
-    "task.reg_noise_std": Number(least=0),
-    "task.scale_factor": Integer(least=2),
-    # Optimiser and scheduler (tasks/base.py)
-    "task.optimizer.name": Choice(options=tuple(OPTIMIZERS)),
-    "task.optimizer.lr": Number(above=0),
-    "task.optimizer.weight_decay": Number(least=0),
-    "task.optimizer.momentum": Number(least=0, below=1),
-    "task.optimizer.dampening": Number(least=0, most=1),
-    "task.optimizer.nesterov": Flag(),
-    "task.optimizer.betas": ListOf(item=Number(least=0, below=1), items=2),
-    "task.optimizer.eps": Number(above=0),
-    "task.optimizer.amsgrad": Flag(),
-    "task.scheduler.name": Choice(options=SCHEDULERS),
-    "task.scheduler.eta_min": Number(least=0),
-    "task.scheduler.T_max": POSITIVE,
-    "task.scheduler.warmup_steps": Integer(least=0),
-    "task.scheduler.factor": Number(above=0, below=1),
-    "task.scheduler.patience": Integer(least=0),
-    "task.scheduler.threshold": Number(least=0),
-    "task.scheduler.threshold_mode": Choice(options=("rel", "abs")),
-    "task.scheduler.mode": Choice(options=("min", "max")),
-    "task.scheduler.cooldown": Integer(least=0),
-    "task.scheduler.min_lr": Number(least=0),
-    "task.scheduler.eps": Number(least=0),
-    "task.scheduler.monitor": Text(),
-    # Logger (xconv/run.py build_loggers)
+    # Logger (tasks/run.py build_loggers)
     "logger.kind": Choice(options=LOGGER_KINDS),
     "logger.project": Text(),
     "logger.group": Text(),
@@ -394,60 +152,37 @@ def _ruled_keys(prefix: str) -> set[str]:
     return {key for key in keys if "." not in key}
 
 
-@functools.lru_cache(maxsize=None)
-def constructor_keys(target, required: bool = False) -> frozenset[str]:
-    """Keyword parameters (``required``: only those without a default) of a class (its ``__init__``,
-    following ``**kwargs`` up the bases) or a function."""
-    if not inspect.isclass(target):
-        return frozenset(_parameters(target, required))
-    keys: set[str] = set()
-    for cls in target.__mro__:
-        if "__init__" not in vars(cls):
-            continue
-        keys |= _parameters(cls.__init__, required) - {"self"}
-        if not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values()):
-            break
-    return frozenset(keys)
-
-
-def _parameters(function, required: bool = False) -> set[str]:
-    return {name for name, p in inspect.signature(function).parameters.items()
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and not (required and p.default is not p.empty)}
-
-
-def _scheduler_keys(name) -> set[str]:
-    import torch
-
-    takes = {"none": set(), "plateau": constructor_keys(torch.optim.lr_scheduler.ReduceLROnPlateau) | {"monitor"},
-             "cosine": constructor_keys(torch.optim.lr_scheduler.CosineAnnealingLR),
-             "warmup_cosine": _parameters(XConvTask._warmup_cosine) - {"self"}}
-    return takes.get(name, set())
-
-
 def _target(path: str, node) -> object:
-    from hydra.utils import get_object
-
-    target = node.get("_target_")
+    """The section's ``_target_``, imported (None for a scheduler section without one)."""
+    if path == "task.scheduler" and node.get("_target_") is None:
+        return None
     try:
-        return get_object(target)
+        return config_nodes.target(node)
     except Exception as error:  # ImportError, AttributeError, hydra's own
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"{path}._target_={target!r}: cannot be imported ({reason})") from error
+        raise ConfigError(f"{path}._target_={node.get('_target_')!r}: cannot be imported ({reason})") from error
+
+
+def _scheduler_keys(target) -> set[str]:
+    keys = set(constructor_keys(target)) | ({"monitor"} if schedules.stepping(target).monitored else set())
+    return keys - INJECTED["task.scheduler"]
 
 
 def allowed_keys(path: str, node) -> set[str]:
-    """The keys section ``path`` ('' = top level) may hold, given its own values (target, name)."""
+    """The keys section ``path`` ('' = top level) may hold, given its own values (its target)."""
     if path == "":
         return _ruled_keys("") | _declared_keys(None) | set(SECTIONS) | set(CHECKED_ELSEWHERE) | {"hydra"}
     if path in ("trainer", "logger"):
         return _ruled_keys(path + ".") | _declared_keys(path)
-    if path == "task.optimizer":
-        optimizer = OPTIMIZERS.get(node.get("name"))
-        return {"name"} | (constructor_keys(optimizer) - INJECTED[path] if optimizer else set())
+    target = _target(path, node)
     if path == "task.scheduler":
-        names = SCHEDULERS if node.get("name") == "none" else [node.get("name")]  # none: a task's own
-        return {"name"} | (set().union(*map(_scheduler_keys, names)) - INJECTED[path])  # settings go unused
-    return ({"_target_", *META_KEYS} | constructor_keys(_target(path, node))) - INJECTED.get(path, set())
+        targets = ([config_nodes.target({"_target_": name}) for name in config_nodes.group_targets("scheduler").values()
+                    if name]
+                   if target is None else [target])  # none: a task's own settings go unused
+        return {"name", *HYDRA_RULES} | set().union(*map(_scheduler_keys, targets))
+    if path == "task.optimizer":
+        return {"name", *HYDRA_RULES} | (constructor_keys(target) - INJECTED[path])
+    return ({"_target_", *config_nodes.DESCRIPTIVE_KEYS} | constructor_keys(target)) - INJECTED.get(path, set())
 
 
 def required_keys(path: str, node) -> set[str]:
@@ -456,11 +191,57 @@ def required_keys(path: str, node) -> set[str]:
         return set(_declared_keys(None)) | set(SECTIONS)
     if path == "logger":
         return {"kind"} | ({"project", "group", "tags"} if node.get("kind") == "wandb" else set())
-    if path in ("task.optimizer", "task.scheduler"):
-        return {"name"}
     if path == "trainer":
         return set()
+    if path in GROUPS:  # the task completes the call (STEPPING supplies e.g. the scheduler's T_max)
+        return {"name", "_target_"} | ({"_partial_"} if _target(path, node) is not None else set())
     return ({"_target_", "name"} | constructor_keys(_target(path, node), required=True)) - INJECTED.get(path, set())
+
+
+# What each value may be ---------------------------------------------------------------------------
+def _declared_rules(target) -> dict[str, Rule]:
+    """The ``CONFIG_RULES`` of a class and its bases (the class's own win) or of a function."""
+    classes = reversed(target.__mro__) if inspect.isclass(target) else [target]
+    rules: dict[str, Rule] = {}
+    for owner in classes:
+        rules.update(vars(owner).get("CONFIG_RULES", {}) if inspect.isclass(owner)
+                     else getattr(owner, "CONFIG_RULES", {}))
+    return rules
+
+
+def section_rules(path: str, node) -> dict[str, Rule]:
+    """``{key: rule}`` of a section that builds an object, from what its ``_target_`` declares."""
+    if path in ARGUMENT_RULES:
+        return {**HYDRA_RULES, "name": config_nodes.DESCRIPTIVE_KEYS["name"], **ARGUMENT_RULES[path]}
+    return _target_rules(_target(path, node))
+
+
+@functools.lru_cache(maxsize=None)
+def _target_rules(target) -> dict[str, Rule]:
+    return {**HYDRA_RULES, **config_nodes.DESCRIPTIVE_KEYS, **_declared_rules(target)}
+
+
+def rule_for(path: str, section) -> Rule | None:
+    """The rule of the dotted key ``path`` whose section (a DictConfig) is ``section``; None: unchecked."""
+    section_path, _, key = path.rpartition(".")
+    if section_path not in BUILT:
+        return RULES.get(path)
+    if key in HYDRA_RULES:  # known without importing the target
+        return ARGUMENT_RULES.get(section_path, {}).get(key, HYDRA_RULES[key])
+    return section_rules(section_path, section).get(key)
+
+
+def _check_group_name(path: str, node) -> None:
+    """A section filled from a config group (``optimizer@task.optimizer=sgd``) keeps the name of the
+    option its ``_target_`` comes from: ``task.optimizer.name=sgd`` alone would not switch optimisers."""
+    name, target, group = node.get("name"), node.get("_target_"), GROUPS[path]
+    targets = config_nodes.group_targets(group)
+    if not isinstance(name, str) or name not in targets or targets[name] == target:
+        return
+    options = [option for option, its_target in targets.items() if its_target == target]
+    allowed = (f"{options[0]}, the {group} {path}._target_={target!r} comes from" if options else
+               f"the name of {path}._target_={target!r}, which no conf/{group}/*.yaml builds")
+    raise ConfigError(f"{path}.name={name!r}: must be {allowed} (to use {name}: {group}@{path}={name})")
 
 
 # Checking ----------------------------------------------------------------------------------------------
@@ -470,7 +251,7 @@ def check(cfg) -> None:
         cfg = OmegaConf.create(cfg)
     leaves = list(settings(cfg, ""))
     for path, parent, key in sorted(leaves, key=lambda leaf: OmegaConf.is_interpolation(leaf[1], leaf[2])):
-        rule = RULES.get(path)
+        rule = rule_for(path, parent)
         if rule is None:
             continue
         value = _value(path, parent, key)
@@ -488,13 +269,15 @@ def settings(node: DictConfig, path: str = ""):
     selector = SELECTORS.get(path)
     if selector is not None:  # the key that decides which other keys the section takes: checked first
         if selector not in node:
-            _missing(f"{path}.{selector}")
-        value = _value(f"{path}.{selector}", node, selector)
-        if not RULES[f"{path}.{selector}"].accepts(value):
-            raise ConfigError(f"{path}.{selector}={value!r}: must be {RULES[f'{path}.{selector}'].allowed}")
-    allowed = allowed_keys(path, node)
+            _missing(f"{path}.{selector}", node)
+        value, rule = _value(f"{path}.{selector}", node, selector), rule_for(f"{path}.{selector}", node)
+        if not rule.accepts(value):
+            raise ConfigError(f"{path}.{selector}={value!r}: must be {rule.allowed}")
+    allowed = allowed_keys(path, node)  # imports the target: an import error comes first
+    if path in GROUPS:
+        _check_group_name(path, node)
     for key in sorted(required_keys(path, node) - set(node.keys())):
-        _missing(f"{path}.{key}" if path else key)
+        _missing(f"{path}.{key}" if path else key, node)
     for key in node.keys():
         full = f"{path}.{key}" if path else str(key)
         if key not in allowed:
@@ -517,8 +300,8 @@ def _section_name(path: str, node) -> str:
     return f"{path} ({choice})" if isinstance(choice, str) else path
 
 
-def _missing(path: str) -> None:
-    rule = RULES.get(path)
+def _missing(path: str, section) -> None:
+    rule = rule_for(path, section)
     if rule is not None:
         allowed = rule.allowed
     elif path in SECTIONS or path in ("task.optimizer", "task.scheduler"):

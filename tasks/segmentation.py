@@ -4,7 +4,7 @@ Loss: 0.5 * cross-entropy + Dice, the multiclass form of the paper's BCEDice
 (0.5 * BCE + Dice). Metrics as the paper's val.py, macro-averaged over classes
 (torchmetrics): IoU (Jaccard), Dice (F1), pixel accuracy, precision, recall.
 Once per validation epoch a few validation images are saved and logged next to
-their true and predicted masks (:mod:`tasks.images`).
+their true and predicted masks (:mod:`xconv_harness.image_logging`).
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from torchmetrics.classification import (MulticlassAccuracy, MulticlassF1Score, 
                                          MulticlassPrecision, MulticlassRecall)
 
 from .base import XConvTask
-from .images import save_and_log_images
-from .validate import require_int
+from .image_logging import save_and_log_images
+from .rules import Integer, require_int
+from .table_metric import percent
 
 
 def segmentation_metrics(classes: int, prefix: str) -> MetricCollection:
@@ -53,8 +54,11 @@ def colorize(labels: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
 
 
 class SegmentationTask(XConvTask):
+    CONFIG_RULES = {"classes": Integer(least=2), "num_images": Integer(least=0, note=" (0 = no images)")}
     monitor_metric = "val/iou"
     monitor_mode = "max"
+    table_metrics = (percent("test/iou", "IoU"), percent("test/dice", "Dice"), percent("test/acc", "pixel acc"),
+                     percent("test/precision", "precision"), percent("test/recall", "recall"))
 
     def __init__(self, model: nn.Module, optimizer: dict, scheduler: dict | None = None, classes: int = 2,
                  num_images: int = 4):

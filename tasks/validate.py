@@ -1,35 +1,20 @@
 """Check a composed run config before anything is built or trained.
 
 Each problem is a :class:`ConfigError` whose message names the key, the value
-and what is allowed, in one line.
+and what is allowed, in one line. :func:`validate` runs the schema
+(:mod:`xconv_harness.schema`: every key known, every value of the right type and
+range), the checkpoint-mode parser and the checks between sections (a task's
+``accepts_data`` / ``accepts_models``).
 """
 from __future__ import annotations
 
-RELU_MODES = ("exact", "bit")
-DEVICES = ("auto", "cpu", "cuda", "gpu", "mps")
-# Keys in data/model/task configs that describe them for the harness; not constructor arguments.
-META_KEYS = ("name", "channels", "image_size", "num_classes", "exact_layers", "accepts_data", "accepts_models")
-
-
-class ConfigError(ValueError):
-    """A config value that is not allowed."""
-
-
-def _integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def require_int(key: str, value, least: int, note: str = "") -> int:
-    """Return ``value`` if it is an integer >= ``least``, else raise ValueError naming ``key``."""
-    if not _integer(value) or value < least:
-        raise ValueError(f"{key}={value!r}: must be an integer >= {least}{note}")
-    return value
+from .config_nodes import builds, group_targets
+from .errors import ConfigError
+from .schema import check
 
 
 def validate(cfg) -> None:
     """Raise ConfigError for the first bad value of ``cfg`` (an OmegaConf DictConfig or dict)."""
-    from .schema import check
-
     check(cfg)  # every key known, every value of the right type and range (tasks/schema.py)
     from xconv.checkpoint import parse_checkpoint_mode
 
@@ -37,12 +22,20 @@ def validate(cfg) -> None:
         parse_checkpoint_mode(cfg.get("checkpoint", "none"))
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    task, data, model = cfg.task, cfg.data, cfg.model
-    accepts_data = task.get("accepts_data")
-    if accepts_data is not None and data.get("name") not in accepts_data:
-        raise ConfigError(f"data={data.get('name')!r}: task {task.name!r} takes data "
-                          f"{', '.join(accepts_data)}")
-    accepts_models = task.get("accepts_models")
-    if accepts_models is not None and model.get("name") not in accepts_models:
-        raise ConfigError(f"model={model.get('name')!r}: task {task.name!r} takes model "
-                          f"{', '.join(accepts_models)}")
+    for section, key in (("data", "accepts_data"), ("model", "accepts_models")):
+        _check_accepted(cfg.task, section, cfg[section], cfg.task.get(key))
+
+
+def _check_accepted(task, section: str, node, accepted) -> None:
+    """The task's ``accepts_data`` / ``accepts_models`` lists config names (``photo``) or the class or
+    function of a data module or model (``xconv_harness.data.segmentation.TextureMosaicData``: every
+    config whose ``_target_`` is it or a subclass, so a new config of it needs no other file)."""
+    if accepted is None or node.get("name") in accepted or any(builds(node, entry) for entry in accepted):
+        return
+    options = group_targets(section)
+    names = [name for entry in accepted
+             for name in ([entry] if entry in options or "." not in entry else
+                          [option for option, target in options.items()
+                           if target and builds({"_target_": target}, entry)])]
+    raise ConfigError(f"{section}={node.get('name')!r}: task {task.name!r} takes {section} "
+                      f"{', '.join(dict.fromkeys(names))}")

@@ -10,16 +10,15 @@ memory meters::
     with xconv.memory.SavedTensorMeter() as meter:
         loss = model(x).sum()
 """
-from . import memory, planner, rng
-from ._checks import PROBE_KINDS
+from . import memory, planner, probes, rng
 from .activations import BitLeakyReLU, BitReLU
-from .checkpoint import (CheckpointPlan, checkpoint_plan, checkpoint_sequential, parse_checkpoint_mode,
-                         uncheckpoint)
+from .checkpoint import checkpoint_sequential
 from .convert import convert, set_probes, unconvert, xconv_layers
 from .layers import (XConv1d, XConv2d, XConv3d, XConvMixin, XConvTranspose1d, XConvTranspose2d,
                      XConvTranspose3d)
-from .rng import get_rng_state, manual_seed, set_rng_state
 from .planner import BudgetError, plan_budget
+from .rng import get_rng_state, manual_seed, set_rng_state
+from .segments import CheckpointPlan, checkpoint_plan, parse_checkpoint_mode, uncheckpoint
 
 __version__ = "0.1.0"
 
@@ -28,5 +27,11 @@ __all__ = [
     "XConvTranspose3d", "XConvMixin", "BitReLU", "BitLeakyReLU", "convert", "unconvert",
     "set_probes", "xconv_layers", "memory", "rng", "manual_seed", "get_rng_state",
     "set_rng_state", "checkpoint_sequential", "uncheckpoint", "checkpoint_plan", "parse_checkpoint_mode",
-    "CheckpointPlan", "plan_budget", "BudgetError", "planner",
+    "CheckpointPlan", "plan_budget", "BudgetError", "planner", "probes",
 ]
+
+
+def __getattr__(name: str):
+    if name == "PROBE_KINDS":  # the registered probe kinds' names, including kinds registered after import
+        return probes.PROBE_KINDS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

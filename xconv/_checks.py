@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numbers
 
-PROBE_KINDS = ("channel", "gaussian", "rademacher", "orthogonal")
+from .probes import probe_kind
 
 
 def check_probes(probes) -> int:
@@ -19,8 +19,5 @@ def check_probes(probes) -> int:
 
 
 def check_probe_kind(probe) -> str:
-    """Return ``probe`` if it names a known probe kind, else raise."""
-    if probe not in PROBE_KINDS:
-        allowed = ", ".join(repr(k) for k in PROBE_KINDS)
-        raise ValueError(f"probe must be one of {allowed}, got {probe!r}")
-    return probe
+    """Return ``probe`` if it names a registered probe kind (:mod:`xconv.probes`), else raise."""
+    return probe_kind(probe).name

@@ -18,6 +18,7 @@ import torch.nn as nn
 from ._checks import check_probe_kind, check_probes
 from .activations import BIT_ACTIVATION_FOR, BitLeakyReLU, BitReLU
 from .layers import DEFAULT_PROBE, DEFAULT_PROBES, XCONV_FOR, XConvMixin
+from .probes import probe_kind
 
 __all__ = ["convert", "unconvert", "set_probes", "xconv_layers"]
 
@@ -35,7 +36,7 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
     Args:
         probes: probe count (0 = exact backprop; convert now, enable later with
             :func:`set_probes`).
-        probe: probe kind, one of :data:`xconv.PROBE_KINDS`.
+        probe: probe kind, a name in :data:`xconv.PROBE_KINDS` (see :mod:`xconv.probes`).
         relu: also swap ``nn.ReLU``/``nn.LeakyReLU`` for the 1-bit activations.
         skip: layers to leave alone: a name pattern (``fnmatch``, matched against
             the qualified module name), a list of them, or a predicate
@@ -114,8 +115,9 @@ def _skip_predicate(skip: Skip) -> Callable[[str, nn.Module], bool]:
 
 
 def sketch_numbers_per_sample(probe: str, probes: int, channels: int) -> int:
-    """Numbers an XConv layer keeps per sample: r*C_in (channel) or r (others)."""
-    return probes * channels if probe == "channel" else probes
+    """Numbers an XConv layer with ``probes`` probes of kind ``probe`` keeps per sample (e.g. r*C_in
+    for "channel", r for "gaussian"; see :mod:`xconv.probes`)."""
+    return probe_kind(probe).numbers_per_sample(probes, channels)
 
 
 def _layers_without_saving(model, probes, probe, example_input) -> set[str]:

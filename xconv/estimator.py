@@ -11,7 +11,9 @@ Forward keeps only the sketch ``S[b, p] = <x_b, e_p>`` and an integer seed;
 backward redraws the probes from the seed and hands them, as a batch of r
 samples, to the framework's own weight-gradient kernel
 (``aten.convolution_backward``), so stride, dilation, groups, padding and
-transposition all come from the native kernel.
+transposition all come from the native kernel. That is the ``FULL`` layout of
+:mod:`xconv.layouts`; the ``CHANNEL`` layout keeps one inner product per input
+channel instead. The probe kind (:mod:`xconv.probes`) names the layout.
 
 Padding: probes live on the *unpadded* input. The layer's padding (any mode,
 including the asymmetric padding of ``padding="same"``) is applied to the
@@ -20,7 +22,6 @@ unbiased for every padding mode.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,8 +30,7 @@ import torch.nn.functional as F
 
 from . import probes as probe_lib
 from . import rng
-
-_convolution_backward = torch.ops.aten.convolution_backward.default
+from .layouts import convolution_backward, shape_only
 
 # Probes (and the per-probe temporaries of backward) are made in chunks whose
 # total size stays below this fraction of the layer input, or below the floor.
@@ -93,14 +93,15 @@ class ConvGeometry:
         return grad
 
 
-def _shape_only(reference: torch.Tensor, shape) -> torch.Tensor:
-    """A tensor that only carries a shape (the kernel reads no values from it)."""
-    return reference.new_empty(1).expand(*shape)
-
-
 def _chunk_size(probes: int, per_probe_elements: int, input_elements: int) -> int:
     budget = max(input_elements // _CHUNK_FRACTION_OF_INPUT, _CHUNK_FLOOR_ELEMENTS)
     return max(1, min(probes, budget // max(per_probe_elements, 1)))
+
+
+def _probe_chunk(kind, count: int, shape, call_seed: int, index: int, like: torch.Tensor) -> torch.Tensor:
+    """The ``index``-th chunk of probes of one layer call (``count`` probes, dtype and device of ``like``)."""
+    return probe_lib.draw_probes(kind, count, shape, seed=probe_lib.chunk_seed(call_seed, index),
+                                 dtype=like.dtype, device=like.device)
 
 
 def _chunks(probes: int, chunk: int):
@@ -110,27 +111,28 @@ def _chunks(probes: int, chunk: int):
 
 
 class XConvFunction(torch.autograd.Function):
-    """``apply(x, weight, bias, output_fn, geometry, probes, kind)``.
+    """``apply(x, weight, bias, output_fn, geometry, probes, probe)``.
 
     ``output_fn(x, weight, bias)`` computes the layer output exactly as the plain
-    layer does (so the forward is bit-identical).
+    layer does (so the forward is bit-identical). ``probe`` names a registered
+    probe kind (:mod:`xconv.probes`); its layout (:mod:`xconv.layouts`) computes
+    the sketch here and the weight-gradient terms in backward.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, output_fn: Callable, geometry: ConvGeometry,
-                probes: int, kind: str):
+                probes: int, probe: str):
+        kind = probe_lib.probe_kind(probe)
+        layout = kind.layout
         out = output_fn(x, weight, bias)
-        batch, channels, *spatial = x.shape
+        channels, spatial = x.shape[1], x.shape[2:]
         out_spatial = out.shape[2:]
-        per_probe = _per_probe_elements(kind, geometry, x.shape, out.shape, weight)
+        per_probe = layout.per_probe_elements(geometry, x.shape, out.shape, weight.shape)
         chunk = _chunk_size(probes, per_probe, x.numel())
         seed = rng.next_call_seed()
-        shape = probe_lib.probe_shape(kind, channels, tuple(spatial))
-        sketch = torch.cat([
-            _sketch(x, probe_lib.draw_probes(kind, count, shape, seed=probe_lib.chunk_seed(seed, index),
-                                             dtype=x.dtype, device=x.device), kind)
-            for index, _, count in _chunks(probes, chunk)
-        ], dim=0 if kind == "channel" else 1)
+        shape = kind.probe_shape(channels, spatial)
+        sketch = torch.cat([layout.sketch(x, _probe_chunk(kind, count, shape, seed, index, x))
+                            for index, _, count in _chunks(probes, chunk)], dim=layout.probe_dim)
         ctx.save_for_backward(sketch, weight)
         ctx.geometry, ctx.kind, ctx.probes = geometry, kind, probes
         ctx.seed, ctx.chunk = seed, chunk
@@ -154,98 +156,21 @@ class XConvFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None, None
 
 
-def _per_probe_elements(kind, geometry: ConvGeometry, x_shape, out_shape, weight) -> int:
-    """Elements of the temporaries one probe needs in backward."""
-    batch, channels = x_shape[:2]
-    padded_spatial = math.prod(geometry.padded_shape(tuple(x_shape))[2:])
-    kernel_taps = math.prod(weight.shape[2:])
-    out_channels = out_shape[1]
-    if kind == "channel":
-        return padded_spatial + batch * out_channels * kernel_taps
-    return channels * padded_spatial + out_channels * math.prod(out_shape[2:])
-
-
-def _sketch(x: torch.Tensor, e: torch.Tensor, kind: str) -> torch.Tensor:
-    """Inner products of every sample (channel) with every probe."""
-    x_flat = x.flatten(2)  # (B, C_in, N), a view for contiguous and channels_last input
-    if kind == "channel":
-        return torch.einsum("bcn,pn->pbc", x_flat, e.flatten(1))  # (r, B, C_in)
-    return torch.einsum("bcn,pcn->bp", x_flat, e.flatten(2))  # (B, r)
-
-
 def _input_gradient(grad_out, weight, geometry: ConvGeometry, x_shape) -> torch.Tensor:
     padded_shape = geometry.padded_shape(x_shape)
-    grad_x, _, _ = _convolution_backward(
-        grad_out, _shape_only(grad_out, padded_shape), weight, None,
+    grad_x, _, _ = convolution_backward(
+        grad_out, shape_only(grad_out, padded_shape), weight, None,
         list(geometry.stride), list(geometry.kernel_padding), list(geometry.dilation),
         geometry.transposed, list(geometry.output_padding), geometry.groups, [True, False, False])
     return geometry.unpad_adjoint(grad_x, x_shape)
 
 
 def _weight_gradient_estimate(ctx, grad_out, sketch, weight) -> torch.Tensor:
-    geometry, kind = ctx.geometry, ctx.kind
-    channels, spatial = ctx.x_shape[1], ctx.x_shape[2:]
-    shape = probe_lib.probe_shape(kind, channels, tuple(spatial))
+    kind, layout = ctx.kind, ctx.kind.layout
+    shape = kind.probe_shape(ctx.x_shape[1], ctx.x_shape[2:])
     grad_w = torch.zeros(weight.shape, dtype=grad_out.dtype, device=grad_out.device)
     for index, start, count in _chunks(ctx.probes, ctx.chunk):
-        e = probe_lib.draw_probes(kind, count, shape, seed=probe_lib.chunk_seed(ctx.seed, index),
-                                  dtype=grad_out.dtype, device=grad_out.device)
-        if kind == "channel":
-            grad_w += _channel_probe_term(geometry, grad_out, e, sketch[start:start + count], weight.shape)
-        else:
-            grad_w += _full_probe_term(geometry, grad_out, e, sketch[:, start:start + count], weight.shape)
+        e = _probe_chunk(kind, count, shape, ctx.seed, index, grad_out)
+        grad_w += layout.weight_term(ctx.geometry, grad_out, e, sketch.narrow(layout.probe_dim, start, count),
+                                     weight.shape)
     return grad_w.div_(ctx.probes)
-
-
-def _full_probe_term(geometry: ConvGeometry, grad_out, e, sketch, weight_shape) -> torch.Tensor:
-    """``sum_p dW(e_p, L_p)`` for probes over channels and positions.
-
-    e: (r, C_in, *spatial); sketch: (B, r); grad_out: (B, C_out, *out_spatial).
-    """
-    batch, out_channels, *out_spatial = grad_out.shape
-    count = e.shape[0]
-    combined = sketch.T @ grad_out.reshape(batch, -1)  # (r, C_out * prod(out_spatial))
-    combined = combined.view(count, out_channels, *out_spatial)  # L_p, a batch of r output gradients
-    if not geometry.transposed:
-        e = geometry.pad(e)
-    _, grad_w, _ = _convolution_backward(
-        combined, e, _shape_only(grad_out, weight_shape), None,
-        list(geometry.stride), list(geometry.kernel_padding), list(geometry.dilation),
-        geometry.transposed, list(geometry.output_padding), geometry.groups, [False, True, False])
-    return grad_w
-
-
-def _channel_probe_term(geometry: ConvGeometry, grad_out, e, sketch, weight_shape) -> torch.Tensor:
-    """``sum_p sum_b S[p, b, c] dW(e_p, g_b[o])`` for one spatial probe shared by channels.
-
-    The native kernel correlates every probe with every (sample, output channel)
-    pair at once: the probes become the r input channels of a batch-1
-    convolution whose B*C_out output channels are the output gradient's.
-    e: (r, *spatial); sketch: (r, B, C_in); grad_out: (B, C_out, *out_spatial).
-    """
-    batch, out_channels, *out_spatial = grad_out.shape
-    count, taps = e.shape[0], math.prod(weight_shape[2:])
-    groups = geometry.groups
-    probes_as_channels = e.unsqueeze(0)  # (1, r, *spatial)
-    if not geometry.transposed:
-        probes_as_channels = geometry.pad(probes_as_channels)
-    outputs_as_channels = grad_out.reshape(1, batch * out_channels, *out_spatial)  # (1, B*C_out, *out_spatial)
-    kernel = weight_shape[2:]
-    if geometry.transposed:
-        trick_weight_shape = (count, batch * out_channels, *kernel)
-    else:
-        trick_weight_shape = (batch * out_channels, count, *kernel)
-    _, correlations, _ = _convolution_backward(
-        outputs_as_channels, probes_as_channels, _shape_only(grad_out, trick_weight_shape), None,
-        list(geometry.stride), list(geometry.kernel_padding), list(geometry.dilation),
-        geometry.transposed, list(geometry.output_padding), 1, [False, True, False])
-    in_per_group = sketch.shape[2] // groups
-    out_per_group = out_channels // groups
-    sketch = sketch.reshape(count, batch, groups, in_per_group)  # (r, B, G, C_in/G)
-    if geometry.transposed:
-        correlations = correlations.reshape(count, batch, groups, out_per_group, taps)  # (r, B, G, C_out/G, K)
-        grad_w = torch.einsum("pbgc,pbgok->gcok", sketch, correlations)  # (G, C_in/G, C_out/G, K)
-    else:
-        correlations = correlations.reshape(batch, groups, out_per_group, count, taps)  # (B, G, C_out/G, r, K)
-        grad_w = torch.einsum("pbgc,bgopk->gock", sketch, correlations)  # (G, C_out/G, C_in/G, K)
-    return grad_w.reshape(weight_shape)

@@ -104,8 +104,9 @@ def _layer(name: str, base: type, kind: type, doc: str, functional=None) -> type
 _DOC = """Drop-in ``nn.{base}`` whose weight gradient is estimated from ``probes`` random probes.
 
 Takes every argument of ``nn.{base}`` plus keyword-only ``probes`` (int >= 0,
-0 = exact backprop, default {probes}) and ``probe`` (one of "channel",
-"gaussian", "rademacher", "orthogonal"; default "{probe}").
+0 = exact backprop, default {probes}) and ``probe`` (a probe kind: "channel",
+"gaussian", "rademacher", "orthogonal" or any other name in ``xconv.PROBE_KINDS``;
+default "{probe}").
 """
 
 

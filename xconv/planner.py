@@ -10,7 +10,7 @@ saves beyond what is already kept).
    ``P, P/4, P/16, ... >= 1`` with ``P`` the largest probe count of the model's
    XConv layers) one forward pass without side effects (BatchNorm buffers, torch's
    and XConv's generators restored) records which storages every unit (see
-   :func:`xconv.checkpoint.find_sequential_parts`) and the rest of the model save,
+   :func:`xconv.segments.find_sequential_parts`) and the rest of the model save,
    and the storages of each unit's inputs and outputs. Those boundary tensors are
    the same in every pass (XConv's forward is exact), so units profiled at
    different levels combine without counting a shared tensor twice.
@@ -28,6 +28,9 @@ saves beyond what is already kept).
    ``SavedTensorMeter``, plus the largest segment recomputation profiled with the
    planned probes. If the measured bytes exceed the budget the search is repeated
    with a target lowered by the excess (a few times), else :class:`BudgetError`.
+
+Imports :mod:`xconv.segments` (parts, segments, plans); :mod:`xconv.checkpoint`
+(whose ``budget:<bytes>`` mode calls :func:`plan_budget`) imports this module.
 """
 from __future__ import annotations
 
@@ -39,9 +42,8 @@ import torch
 import torch.nn as nn
 
 from . import rng
-from .checkpoint import (CheckpointPlan, Part, Segment, checkpoint_plan, find_sequential_parts,
-                         install_segments, parse_bytes, segments_of_length, suspended, uncheckpoint,
-                         with_budget_report)
+from .segments import (CheckpointPlan, Part, Segment, checkpoint_plan, find_sequential_parts, install_segments,
+                       parse_bytes, segments_of_length, suspended, uncheckpoint, with_budget_report)
 from .convert import sketch_numbers_per_sample
 from .layers import XConvMixin
 from .memory import SavedTensorMeter, _storage_key
@@ -423,7 +425,7 @@ def plan_budget(model: nn.Module, budget, *example_inputs, example_kwargs: dict 
             remembered by the model, so re-planning is not limited by probes a
             previous plan lowered.
 
-    Returns the installed :class:`~xconv.checkpoint.CheckpointPlan`; its ``budget``
+    Returns the installed :class:`~xconv.segments.CheckpointPlan`; its ``budget``
     is a :class:`BudgetReport`. Raises :class:`BudgetError` if no plan fits.
     """
     budget = parse_bytes(budget, "budget") if isinstance(budget, str) else int(budget)

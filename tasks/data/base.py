@@ -5,7 +5,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..rules import POSITIVE, Flag, Integer, Number, Text
 from .resumable import resumable_loader
+
+# Rules of keys several data modules take (each module's CONFIG_RULES names those it takes).
+FILE_RULES = {"root": Text(), "download": Flag()}  # files under root, or fetched
+SPLIT_RULES = {"val_fraction": Number(least=0, below=1), "train_subset": Integer(least=1, null="all"),
+               "test_subset": Integer(least=1, null="all")}
+# ``size``, the side of an image (null: PhotoData's full photograph; the other modules refuse null when built).
+SIDE = Integer(least=1, null="the photograph's own size")
 
 
 class DatasetNotFound(FileNotFoundError):
@@ -17,6 +25,9 @@ class SplitDataModule(L.LightningDataModule):
 
     ``check`` runs before training so a missing dataset fails early.
     """
+
+    CONFIG_RULES = {"batch_size": POSITIVE, "eval_batch_size": Integer(least=1, null="batch_size"),
+                    "num_workers": Integer(least=0)}
 
     def __init__(self, batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0,
                  seed: int = 0):

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
-from .base import DatasetNotFound, SplitDataModule, split_indices, take
+from ..rules import Choice, Flag, Text
+from .base import FILE_RULES, SPLIT_RULES, DatasetNotFound, SplitDataModule, split_indices, take
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -138,6 +139,9 @@ class ClassificationData(SplitDataModule):
 
     ``train_subset``/``test_subset`` (None = all) keep runs short on a CPU.
     """
+
+    CONFIG_RULES = {"dataset": Choice(options=DATASETS), **FILE_RULES, **SPLIT_RULES,
+                    "source": Text(null="Debian's Fashion-MNIST folder"), "augment": Flag()}
 
     def __init__(self, dataset: str = "fashion_mnist", root: str = "~/.cache/xconv/datasets",
                  source: str | None = None, download: bool = False, val_fraction: float = 0.1,

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from .base import DatasetNotFound, SplitDataModule, split_indices, take
-from ..validate import require_int
+from ..rules import POSITIVE, Choice, Flag, Integer, ListOf, Number, require_int
+from .base import FILE_RULES, SIDE, SPLIT_RULES, DatasetNotFound, SplitDataModule, split_indices, take
 
 # skimage.data images that ship with scikit-image (no download needed).
 SKIMAGE_SOURCES = ("astronaut", "brick", "camera", "cat", "cell", "chelsea", "clock", "coffee", "coins",
@@ -152,6 +152,11 @@ class TextureMosaicData(SplitDataModule):
     rotations/flips of training samples on every epoch.
     """
 
+    CONFIG_RULES = {"textures": ListOf(item=Choice(options=SKIMAGE_SOURCES), least_items=2),
+                    "scale": Number(above=0), "size": SIDE, "test_fraction": Number(above=0, below=1),
+                    "train_count": POSITIVE, "val_count": POSITIVE, "test_count": POSITIVE,
+                    "max_cells": Integer(least=2), "augment": Flag()}
+
     def __init__(self, textures: list[str] = ("brick", "grass", "gravel", "moon", "coffee", "chelsea"),
                  scale: float = 0.5, size: int = 64, test_fraction: float = 0.3, train_count: int = 384,
                  val_count: int = 64, test_count: int = 128, max_cells: int = 5, augment: bool = True,
@@ -229,6 +234,8 @@ def load_pets(root: str | Path, split: str, download: bool):
 
 class OxfordPetData(SplitDataModule):
     """Oxford-IIIT Pet trimap segmentation (3 classes); val is ``val_fraction`` of trainval."""
+
+    CONFIG_RULES = {**FILE_RULES, **SPLIT_RULES, "size": SIDE, "augment": Flag()}
 
     def __init__(self, root: str = "~/.cache/xconv/datasets", download: bool = False, size: int = 128,
                  val_fraction: float = 0.1, train_subset: int | None = None, test_subset: int | None = None,

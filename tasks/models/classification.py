@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from ..rules import POSITIVE, Integer
+
+# The keys both networks take.
+CLASSIFIER_RULES = {"in_channels": POSITIVE, "num_classes": Integer(least=2), "image_size": POSITIVE}
+
 
 class MnistNet(nn.Module):
     """The MNIST-table network (paper Table 1, a Flux model there):
@@ -10,6 +15,8 @@ class MnistNet(nn.Module):
 
     ``features.0`` is the first conv, which the paper keeps exact.
     """
+
+    CONFIG_RULES = CLASSIFIER_RULES
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28):
         super().__init__()
@@ -28,6 +35,8 @@ class MnistNet(nn.Module):
 class CifarNet(nn.Module):
     """The paper's CIFAR-10 network (its Fig. 13, from the RAD paper): four 5x5 convs
     3->16->32, avg-pool, 32->32->32, avg-pool, FC(2048->10) at 32x32."""
+
+    CONFIG_RULES = CLASSIFIER_RULES
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32):
         super().__init__()

@@ -18,6 +18,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..rules import POSITIVE, Choice, Flag, Integer, ListOf
+
 PADDING_MODES = ("reflect", "zeros", "replicate", "circular")
 UPSAMPLE_MODES = ("bilinear", "nearest")
 ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2), "relu": nn.ReLU}
@@ -89,6 +91,13 @@ class SkipNet(nn.Module):
     divisible by ``2 ** scales``; other sizes work (upsampled maps are cropped)
     but the border rows are then unbalanced.
     """
+
+    CONFIG_RULES = {"in_channels": POSITIVE, "out_channels": POSITIVE,
+                    "channels_down": ListOf(item=POSITIVE, least_items=1),
+                    "channels_up": ListOf(item=POSITIVE, least_items=1),
+                    "channels_skip": ListOf(item=Integer(least=0), least_items=1),
+                    "upsample": Choice(options=UPSAMPLE_MODES), "padding": Choice(options=PADDING_MODES),
+                    "activation": Choice(options=tuple(ACTIVATIONS)), "sigmoid": Flag()}
 
     def __init__(self, in_channels: int = 32, out_channels: int = 3,
                  channels_down: Sequence[int] = (128, 128, 128, 128, 128),

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ..validate import require_int
+from ..rules import POSITIVE, Integer, Text, config_rules, require_int
 
 
+@config_rules(encoder=Text(), in_channels=POSITIVE, classes=Integer(least=2))
 def smp_unet(encoder: str = "resnet18", in_channels: int = 3, classes: int = 2) -> nn.Module:
     """``smp.Unet(encoder, encoder_weights=None, ...)``: randomly initialised, ``classes`` logit maps.
 

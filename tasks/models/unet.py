@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..rules import POSITIVE, Integer, ListOf, Number
+
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of integer timesteps (B,) -> (B, dim): [cos | sin] of t * frequencies."""
@@ -109,6 +111,10 @@ class DiffusionUNet(nn.Module):
         norm_groups: GroupNorm groups; must divide every level's width.
         dropout: dropout inside residual blocks.
     """
+
+    CONFIG_RULES = {"in_channels": POSITIVE, "block_channels": ListOf(item=POSITIVE, least_items=1),
+                    "layers_per_block": POSITIVE, "attention_levels": ListOf(item=Integer(least=0)),
+                    "attention_head_dim": POSITIVE, "norm_groups": POSITIVE, "dropout": Number(least=0, below=1)}
 
     def __init__(self, *, in_channels: int = 1, block_channels=(16, 32, 64), layers_per_block: int = 1,
                  attention_levels=(2,), attention_head_dim: int = 8, norm_groups: int = 8,

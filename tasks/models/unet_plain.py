@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..validate import require_int
+from ..rules import require_int
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}

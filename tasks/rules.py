@@ -1,0 +1,200 @@
+"""What a config value may be: the rules every key is checked against, and where they are declared.
+
+A rule lives with the code that takes the key:
+
+* generic keys (the top level, ``trainer.*``, ``logger.*``): :data:`xconv_harness.schema.RULES`;
+* the keys of a ``data``/``model``/``task`` section: the ``CONFIG_RULES`` mapping (parameter ->
+  rule) of the class its ``_target_`` names, or of one of that class's bases (a model function
+  declares them with :func:`config_rules`);
+* descriptive keys (``name``, ``channels``, ...): :data:`xconv_harness.config_nodes.DESCRIPTIVE_KEYS`;
+* optimiser and scheduler arguments: :mod:`xconv_harness.schedules`.
+
+A rule's :attr:`Rule.allowed` is the text after "must be " in the one-line error
+``<key>=<value>: must be <allowed>``. Nothing here imports the rest of the harness.
+"""
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    """What a value may be. ``null``: if set, None is allowed and means this."""
+
+    null: str | None = None
+
+    def accepts(self, value) -> bool:
+        return self.null is not None if value is None else self._accepts(value)
+
+    @property
+    def allowed(self) -> str:
+        """The text after "must be " in an error message."""
+        text = self._allowed()
+        return text if self.null is None else f"null ({self.null}) or {text}"
+
+    def _accepts(self, value) -> bool:
+        raise NotImplementedError
+
+    def _allowed(self) -> str:
+        raise NotImplementedError
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Integer(Rule):
+    least: int | None = None
+    also: tuple = ()  # further allowed values below ``least`` (e.g. -1 = no limit)
+    note: str = ""
+
+    def _accepts(self, value) -> bool:
+        return _is_int(value) and (self.least is None or value >= self.least or value in self.also)
+
+    def _allowed(self) -> str:
+        text = "an integer" if self.least is None else f"an integer >= {self.least}"
+        if self.also:
+            text += f" (or {', '.join(map(str, self.also))})"
+        return text + self.note
+
+
+@dataclass(frozen=True, kw_only=True)
+class Number(Rule):
+    """A finite int or float within the bounds: ``above``/``below`` exclusive, ``least``/``most`` inclusive."""
+
+    above: float | None = None
+    least: float | None = None
+    below: float | None = None
+    most: float | None = None
+
+    def _accepts(self, value) -> bool:
+        return (_is_number(value) and (self.above is None or value > self.above)
+                and (self.least is None or value >= self.least) and (self.below is None or value < self.below)
+                and (self.most is None or value <= self.most))
+
+    def _allowed(self) -> str:
+        low = ("(", self.above) if self.above is not None else ("[", self.least) if self.least is not None else None
+        high = (")", self.below) if self.below is not None else ("]", self.most) if self.most is not None else None
+        if low and high:
+            return f"a number in {low[0]}{low[1]}, {high[1]}{high[0]}"
+        if low:
+            return f"a number {'>' if low[0] == '(' else '>='} {low[1]}"
+        if high:
+            return f"a number {'<' if high[0] == ')' else '<='} {high[1]}"
+        return "a finite number"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Choice(Rule):
+    options: tuple
+
+    def _accepts(self, value) -> bool:
+        return any(type(value) is type(option) and value == option for option in self.options)
+
+    def _allowed(self) -> str:
+        return f"one of {', '.join(dict.fromkeys(map(str, self.options)))}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChoiceOf(Choice):
+    """A choice among what ``current()`` returns when a value is checked (a registry that may grow)."""
+
+    options: tuple = ()
+    current: typing.Callable[[], tuple]
+
+    def _accepts(self, value) -> bool:
+        return Choice(options=self.current())._accepts(value)
+
+    def _allowed(self) -> str:
+        return Choice(options=self.current())._allowed()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Text(Rule):
+    def _accepts(self, value) -> bool:
+        return isinstance(value, str) and value.strip() != ""
+
+    def _allowed(self) -> str:
+        return "a non-empty string"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flag(Rule):
+    def _accepts(self, value) -> bool:
+        return isinstance(value, bool)
+
+    def _allowed(self) -> str:
+        return "true or false"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListOf(Rule):
+    item: Rule
+    least_items: int = 0
+    items: int | None = None  # exact length
+
+    def _accepts(self, value) -> bool:
+        return (isinstance(value, list) and len(value) >= self.least_items
+                and (self.items is None or len(value) == self.items) and all(map(self.item.accepts, value)))
+
+    def _allowed(self) -> str:
+        size = (f" of {self.items} items" if self.items is not None
+                else f" of at least {self.least_items} item{'s' if self.least_items > 1 else ''}"
+                if self.least_items else "")
+        return f"a list{size}, each {self.item.allowed}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Either(Rule):
+    rules: tuple
+    text: str
+
+    def _accepts(self, value) -> bool:
+        return any(rule.accepts(value) for rule in self.rules)
+
+    def _allowed(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check(Rule):
+    """A value some module parses itself: ``parse(value)`` raises ValueError/TypeError if it is bad."""
+
+    parse: typing.Callable
+    text: str
+
+    def _accepts(self, value) -> bool:
+        try:
+            self.parse(value)
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    def _allowed(self) -> str:
+        return self.text
+
+
+POSITIVE = Integer(least=1)
+
+
+def config_rules(**rules: Rule):
+    """Declare the config rules of a model function's parameters (a class sets ``CONFIG_RULES`` itself)."""
+    def declare(function):
+        function.CONFIG_RULES = rules
+        return function
+    return declare
+
+
+def require_int(key: str, value, least: int, note: str = "") -> int:
+    """Return ``value`` if it is an integer >= ``least``, else raise ValueError naming ``key``
+    (for constructors called without the schema, e.g. from tests and studies)."""
+    if not _is_int(value) or value < least:
+        raise ValueError(f"{key}={value!r}: must be an integer >= {least}{note}")
+    return value

@@ -1,0 +1,122 @@
+"""The config schema (tasks/schema.py): every shipped config passes, every key has a rule, messages."""
+import pytest
+from hydra import compose, initialize_config_dir
+
+from xconv_harness.config_files import CONFIG_DIR
+from xconv_harness import rules, schema
+from xconv_harness.validate import ConfigError, validate
+
+# Every task, every data/model/optimiser/scheduler/logger choice at least once, every experiment.
+COMPOSITIONS = [
+    ["task=classification"], ["task=generative"], ["task=segmentation"], ["task=superres"], ["task=inpainting"],
+    ["task=classification", "data=cifar10", "model=cifar_net"], ["task=classification", "data=mnist"],
+    ["task=classification", "data=digits"], ["task=segmentation", "data=oxford_pet"],
+    ["task=generative", "data=digits"], ["logger=none"],
+    ["task=classification", "optimizer@task.optimizer=sgd"], ["optimizer@task.optimizer=adamw"],
+    ["scheduler@task.scheduler=none"], ["task=classification", "scheduler@task.scheduler=cosine"],
+    ["task=classification", "scheduler@task.scheduler=warmup_cosine"],
+    *([f"experiment={path.stem}"] for path in sorted((CONFIG_DIR / "experiment").glob("*.yaml"))),
+]
+
+
+def compose_config(*overrides):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return [compose_config(*overrides) for overrides in COMPOSITIONS]
+
+
+def test_every_shipped_config_passes_and_every_key_has_a_rule(shipped):
+    ruleless = set()
+    for cfg in shipped:
+        validate(cfg)
+        ruleless |= {path for path, parent, _ in schema.settings(cfg)
+                     if schema.rule_for(path, parent) is None and path not in schema.CHECKED_ELSEWHERE}
+    assert not ruleless, f"keys without a rule (schema.RULES or the target's CONFIG_RULES): {sorted(ruleless)}"
+
+
+def refusal(*overrides) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate(compose_config(*overrides))
+    return str(info.value)
+
+
+def test_the_harness_messages_keep_their_format():
+    assert refusal("probes=-1") == "probes=-1: must be an integer >= 0 (0 = exact backprop)"
+    assert refusal("probe=foo") == "probe='foo': must be one of channel, gaussian, rademacher, orthogonal"
+    assert refusal("threads=0") == "threads=0: must be null (torch's default) or an integer >= 1"
+    assert refusal("task=classification", "data.train_subset=0") == "data.train_subset=0: must be null (all) or an integer >= 1"
+
+
+def test_an_unknown_key_is_refused_with_the_keys_its_section_takes():
+    message = refusal("task=classification", "+data.batchsize=3")
+    assert message.startswith("data.batchsize=3: unknown key; data (fashion_mnist) takes ")
+    assert "batch_size" in message and "source" in message  # ClassificationData's own arguments
+    assert refusal("+foo=1").startswith("foo=1: unknown key; the top level takes ")
+    # momentum is SGD's, not Adam's
+    assert refusal("+task.optimizer.momentum=0.9").startswith("task.optimizer.momentum=0.9: unknown key; "
+                                                              "task.optimizer (adam) takes ")
+    # The segmentation task's eta_min means nothing to ReduceLROnPlateau (it would fail in training)
+    assert refusal("scheduler@task.scheduler=plateau").startswith("task.scheduler.eta_min=1e-05: unknown key")
+    validate(compose_config("optimizer@task.optimizer=sgd", "task.optimizer.momentum=0.9"))
+
+
+def test_a_bad_value_is_named_where_it_was_set_not_where_it_is_used():
+    # model.in_channels and task.classes point at data.channels / data.num_classes
+    assert refusal("task=classification", "data.num_classes=ten").startswith("data.num_classes='ten'")
+    assert refusal("task=classification", "data.channels=0").startswith("data.channels=0")
+
+
+def test_a_deleted_required_key_is_named():
+    assert refusal("~probes") == "probes: missing; must be an integer >= 0 (0 = exact backprop)"
+    assert refusal("task=generative", "~task.dataset").startswith("task.dataset: missing")
+    validate(compose_config("~trainer.max_epochs"))  # Lightning's default applies
+
+
+@pytest.mark.parametrize("rule,good,bad", [
+    (rules.Integer(least=1, also=(-1,)), [1, 7, -1], [0, -2, 1.0, True, "1", None]),
+    (rules.Number(above=0, most=1), [0.5, 1, 1.0], [0, -0.1, 1.5, float("nan"), float("inf"), False]),
+    (rules.Choice(options=("a", 32)), ["a", 32], ["b", "32", 32.0, None]),
+    (rules.ListOf(item=rules.Integer(least=0), items=2), [[0, 3]], [[0], [0, -1], "0,3", None]),
+    (rules.Text(null="unset"), ["x", None], ["", "  ", 3]),
+])
+def test_rules_accept_and_refuse(rule, good, bad):
+    assert all(rule.accepts(value) for value in good)
+    assert not any(rule.accepts(value) for value in bad)
+
+
+def test_optimiser_and_scheduler_keys_come_from_their_targets():
+    # a scheduler's arguments are its class's; the run supplies the rest (STEPPING), not the config
+    assert refusal("+task.scheduler.total_steps=9", "task=generative").startswith(
+        "task.scheduler.total_steps=9: unknown key; task.scheduler (warmup_cosine) takes _partial_, _target_, "
+        "eta_min, name, warmup_steps")
+    assert refusal("+task.scheduler.monitor=val/loss").startswith("task.scheduler.monitor='val/loss': unknown key")
+    validate(compose_config("task=classification", "+task.scheduler.monitor=val/loss"))  # plateau steps on one
+    assert refusal("task.optimizer._partial_=false") == ("task.optimizer._partial_=False: must be true "
+                                                         "(the task completes the call)")
+    assert refusal("task.optimizer._target_=torch.optim.Nope").startswith(
+        "task.optimizer._target_='torch.optim.Nope': cannot be imported")
+
+
+def test_a_group_option_name_cannot_disagree_with_its_target():
+    """``task.optimizer.name=sgd`` used to switch optimisers; now the group choice does, and the name alone is refused."""
+    assert refusal("task.optimizer.name=sgd") == ("task.optimizer.name='sgd': must be adam, the optimizer "
+                                                  "task.optimizer._target_='torch.optim.Adam' comes from "
+                                                  "(to use sgd: optimizer@task.optimizer=sgd)")
+    assert refusal("task=superres", "task.scheduler.name=cosine").startswith("task.scheduler.name='cosine': must be none")
+
+
+def test_rules_are_declared_beside_the_constructors_that_take_the_keys():
+    from xconv_harness.data.segmentation import TextureMosaicData
+    from xconv_harness.segmentation import SegmentationTask
+
+    assert "data.batch_size" not in schema.RULES and "task.classes" not in schema.RULES
+    assert all(key.split(".")[0] in ("trainer", "logger") or "." not in key for key in schema.RULES)
+    rules = schema.section_rules("data", {"_target_": "xconv_harness.data.segmentation.TextureMosaicData"})
+    assert rules["textures"] is TextureMosaicData.CONFIG_RULES["textures"]
+    assert rules["batch_size"].allowed == "an integer >= 1"  # from the base class SplitDataModule
+    assert set(SegmentationTask.CONFIG_RULES) <= set(schema.allowed_keys(
+        "task", {"_target_": "xconv_harness.segmentation.SegmentationTask"}))

@@ -1,0 +1,264 @@
+"""scripts/make_tables.py on summaries written here (a fake multirun), and on the committed runs.
+
+The fixture runs are made-up numbers in the harness's summary.json / metrics.csv layout, so the
+expected cells (means, sample stds, ratios) are computed by hand below.
+"""
+import importlib
+import csv
+import io
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: results/ is committed there
+MIB = 2 ** 20
+# The task classes the runs name: a table shows the metrics, curve and baseline the class declares.
+TARGETS = {"classification": "xconv_harness.classification.ClassificationTask",
+           "superres": "xconv_harness.dip.SuperResolutionTask"}
+
+
+@pytest.fixture(scope="module")
+def make_tables():
+    return importlib.import_module("xconv_harness.studies.make_tables")
+
+
+def gradient(probes, relu="exact", checkpoint=None, probe="channel"):
+    mode = "+".join(["xconv"] * (probes > 0) + ["checkpoint"] * (checkpoint not in (None, "none"))) or "exact"
+    entry = {"mode": mode, "probes": probes, "probe": probe, "relu": relu, "xconv_layers": []}
+    if checkpoint is not None:  # summaries written before checkpointing existed have no such field
+        entry["checkpoint"] = checkpoint
+    return entry
+
+
+def write_run(folder: Path, *, command, task, gradient_, seed, batch, metrics, saved, peak, step,
+              date, curve=None, picture=None, extra_config=None):
+    folder.mkdir(parents=True)
+    config = {"probes": gradient_["probes"], "probe": gradient_["probe"], "relu": gradient_["relu"],
+              "seed": seed, "out_dir": str(folder), "threads": 1,
+              "task": {"name": task, "_target_": TARGETS[task], "seed": seed},
+              "data": {"name": "fake", "batch_size": batch, "train_subset": 100},
+              "trainer": {"max_epochs": 1, "enable_progress_bar": False}, **(extra_config or {})}
+    summary = {"task": task, "data": "fake", "model": "fake_net", "gradient": gradient_, "seed": seed,
+               "metrics": metrics,
+               "activation_memory": {"saved_bytes": saved, "saved_bytes_by_kind": {}, "measured_on_step": 2},
+               "peak_memory": {"bytes": peak, "source": "cpu_peak_rss_growth"},
+               "time": {"median_step_s": step, "steps_timed": 5, "batch_size": batch, "samples_per_s": 1.0},
+               "train_steps": 10, "wall_time_s": 30.0, "device": "cpu", "machine": "Test CPU, 2 logical CPUs",
+               "date": date, "versions": {"torch": "9.9", "xconv": "0.1.0"}, "command": command,
+               "config": config}
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    if curve is not None:
+        (folder / "csv").mkdir()
+        lines = ["epoch,step,train/loss,val/acc"] + [f"0,{step_},{loss},{'' if acc is None else acc}"
+                                                     for step_, loss, acc in curve]
+        (folder / "csv" / "metrics.csv").write_text("\n".join(lines) + "\n")
+    if picture is not None:
+        (folder / "images").mkdir()
+        shutil.copyfile(picture, folder / "images" / "test_images_step10.png")
+        shutil.copyfile(picture, folder / "images" / "val_images_step5.png")
+
+
+CLASSIFY = ("python -m xconv.run -m experiment=fake_table probes=0,4 relu=exact,bit "
+            "data.batch_size=8,16 seed=0,1")
+ACCURACY = {  # (probes, relu, checkpoint, batch) -> accuracy per seed
+    (0, "exact", None, 8): [0.80, 0.90], (4, "exact", None, 8): [0.70, 0.74],
+    (4, "bit", None, 8): [0.72, 0.72], (0, "exact", "sqrt", 8): [0.81, 0.89], (0, "bit", None, 8): [0.80, 0.90],
+    (0, "exact", None, 16): [0.60, 0.64], (4, "exact", None, 16): [0.50, 0.52],
+}
+
+
+@pytest.fixture(scope="module")
+def fake_runs(tmp_path_factory):
+    """A fake multirun: classification at two batch sizes x modes x 2 seeds, plus a superres table."""
+    root = tmp_path_factory.mktemp("multirun")
+    job = 0
+    for (probes, relu, checkpoint, batch), accuracies in ACCURACY.items():
+        for seed, accuracy in enumerate(accuracies):
+            saved = batch * MIB // (4 if probes else 1)
+            write_run(root / "sweep" / f"{job}_classification_probes{probes}_seed{seed}",
+                      command=CLASSIFY, task="classification",
+                      gradient_=gradient(probes, relu, checkpoint if checkpoint else ("none" if job % 2 else None)),
+                      seed=seed, batch=batch, metrics={"test/acc": accuracy, "val/acc": accuracy},
+                      saved=saved, peak=2 * saved, step=0.01 * (2 if probes else 1),
+                      date=f"2026-01-01T00:{job:02d}:00+00:00",
+                      curve=[(0, 2.0 + seed, None), (9, 1.0 + seed, accuracy)])
+            job += 1
+    picture = root / "picture.png"
+    import matplotlib.image
+
+    matplotlib.image.imsave(str(picture), [[[0.1, 0.5, 0.9]] * 4] * 4)
+    for job, probes in enumerate((0, 16, 1024)):
+        write_run(root / "sr" / f"{job}_superres_probes{probes}_seed0",
+                  command="python -m xconv.run -m experiment=fake_sr probes=0,16,1024", task="superres",
+                  gradient_=gradient(probes), seed=0, batch=1,
+                  metrics={"test/best_psnr_y": 20.0 + probes / 1024, "test/psnr_y": 19.0,
+                           "test/bicubic_psnr_y": 18.5},
+                  saved=2 * MIB if probes else 8 * MIB, peak=16 * MIB if probes else 20 * MIB, step=0.1,
+                  date=f"2026-01-02T00:0{job}:00+00:00", picture=picture)
+    return root
+
+
+def table_rows(text: str, header_start: str):
+    """The rows of the markdown table whose header line starts with ``header_start``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    split = lambda line: [cell.strip() for cell in line.strip().strip("|").split("|")]
+    header = split(lines[start])
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, split(line))))
+    return header, rows
+
+
+@pytest.fixture(scope="module")
+def written(make_tables, fake_runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    paths = make_tables.main([str(fake_runs), "--out", str(out), "--headline"])
+    return out, paths
+
+
+def test_files_per_table(written):
+    out, paths = written
+    names = sorted(path.name for path in paths)
+    assert names == sorted([
+        "fake_table.md", "fake_table.csv", "fake_table_metric.png", "fake_table_memory.png",
+        "fake_table_tradeoff.png", "fake_table_curves.png",
+        "fake_sr.md", "fake_sr.csv", "fake_sr_metric.png", "fake_sr_memory.png", "fake_sr_tradeoff.png",
+        "fake_sr_images.png", "headline.md", "headline.csv"])
+    assert all(path.parent == out and path.stat().st_size > 0 for path in paths)
+
+
+def test_provenance_comes_from_the_summaries(written):
+    text = (written[0] / "fake_table.md").read_text()
+    assert text.startswith("# fake_table: classification, fake_net on fake\n")
+    assert f"  - `{CLASSIFY}`" in text
+    assert "- dates: 2026-01-01T00:00:00+00:00 to 2026-01-01T00:13:00+00:00 (UTC, from the run summaries)" in text
+    assert "- machine: Test CPU, 2 logical CPUs" in text
+    assert "- software: torch 9.9, xconv 0.1.0" in text
+    assert "- scale: 14 runs; seeds 0, 1; data.name=fake; data.train_subset=100; data.batch_size in {8, 16}" in text
+    assert "total wall time of the runs 7.0 min" in text
+    assert "cpu_peak_rss_growth" in text
+
+
+def test_rows_means_stds_and_ratios(written):
+    text = (written[0] / "fake_table.md").read_text()
+    header, rows = table_rows(text, "| data.batch_size")
+    assert header[:5] == ["data.batch_size", "gradient", "n", "test acc (%)", "Δ test acc (%) vs exact"]
+    assert [(row["data.batch_size"], row["gradient"]) for row in rows] == [
+        ("8", "exact"), ("8", "exact + 1-bit ReLU"), ("8", "checkpoint sqrt"), ("8", "XConv r=4 channel"),
+        ("8", "XConv r=4 channel + 1-bit ReLU"), ("16", "exact"), ("16", "XConv r=4 channel")]
+    by_label = {(row["data.batch_size"], row["gradient"]): row for row in rows}
+    exact8, xconv8 = by_label["8", "exact"], by_label["8", "XConv r=4 channel"]
+    assert exact8["n"] == "2"
+    assert exact8["test acc (%)"] == f"85.00 ± {statistics.stdev([80.0, 90.0]):.2f}"  # 7.07
+    assert exact8["Δ test acc (%) vs exact"] == "ref"
+    assert xconv8["test acc (%)"] == f"72.00 ± {statistics.stdev([70.0, 74.0]):.2f}"
+    # paired by seed: 0.70 - 0.80 and 0.74 - 0.90
+    assert xconv8["Δ test acc (%) vs exact"] == f"-13.00 ± {statistics.stdev([-10.0, -16.0]):.2f}"
+    assert by_label["16", "XConv r=4 channel"]["Δ test acc (%) vs exact"] == "-11.00 ± 1.41"  # vs exact at 16
+    memory = [cell for cell in header if cell == "vs exact"]
+    assert len(memory) == 3  # activation, peak, step
+    assert xconv8["act. memory"] == "2.0 MiB" and exact8["act. memory"] == "8.0 MiB"
+    cells = next(line for line in text.splitlines() if line.startswith("| 8 | XConv r=4 channel |"))
+    assert "| 2.0 MiB | 0.25 | 4.0 MiB | 0.25 |" in cells and cells.endswith("| 20.0 | 2 |")
+    # the pivot by batch size and the gap to exact by batch size (no exact row there)
+    _, pivot = table_rows(text, "| gradient | 8 | 16 |")
+    assert pivot[0] == {"gradient": "exact", "8": "85.00 ± 7.07", "16": "62.00 ± 2.83"}
+    _, gaps = table_rows(text.split("## Δ")[1], "| gradient | 8 | 16 |")
+    assert {"gradient": "XConv r=4 channel", "8": "-13.00 ± 4.24", "16": "-11.00 ± 1.41"} in gaps
+    assert "exact" not in [row["gradient"] for row in gaps]
+
+
+def test_csv_matches(written):
+    records = list(csv.DictReader(io.StringIO((written[0] / "fake_table.csv").read_text())))
+    assert len(records) == 7
+    record = next(r for r in records if r["gradient"] == "XConv r=4 channel" and r["data.batch_size"] == "8")
+    assert record["table"] == "fake_table" and record["mode"] == "xconv" and record["probes"] == "4"
+    assert record["seeds"] == "0 1" and record["n"] == "2"
+    assert float(record["test/acc_mean"]) == pytest.approx(0.72)
+    assert float(record["test/acc_std"]) == pytest.approx(statistics.stdev([0.70, 0.74]))
+    assert float(record["test/acc_delta_vs_exact"]) == pytest.approx(-0.13)
+    assert float(record["test/acc_delta_seed_std"]) == pytest.approx(statistics.stdev([-0.10, -0.16]))
+    assert float(record["saved_vs_exact"]) == pytest.approx(0.25)
+    assert float(record["step_vs_exact"]) == pytest.approx(2.0)
+    checkpointed = next(r for r in records if r["mode"] == "checkpoint")
+    assert checkpointed["checkpoint"] == "sqrt" and checkpointed["gradient"] == "checkpoint sqrt"
+
+
+def test_paper_numbers_and_baseline_beside_ours(written):
+    text = (written[0] / "fake_sr.md").read_text()
+    header, rows = table_rows(text, "| gradient")
+    assert "paper PSNR (dB)" in header and "paper peak (MiB)" in header
+    exact, r16, r1024 = rows
+    assert exact["gradient"] == "exact" and exact["paper PSNR (dB)"] == "28.58" and exact["paper peak (MiB)"] == "683"
+    assert r16["paper PSNR (dB)"] == "n/a" and r16["paper peak (MiB)"] == "n/a"  # the paper has no r=16
+    assert r1024["gradient"] == "XConv r=1024 channel" and r1024["paper PSNR (dB)"] == "28.14"
+    assert r1024["paper Δ vs exact"] == "-0.44" and r1024["Δ PSNR-Y best (dB) vs exact"] == "+1.00"
+    assert "- baseline: bicubic x4 upsampling, PSNR-Y (dB) = 18.50" in text
+
+
+def test_headline(written):
+    text = (written[0] / "headline.md").read_text()
+    _, rows = table_rows(text, "| table")
+    assert rows == [{"table": "fake_sr", "task": "superres", "metric": "PSNR-Y best (dB)", "exact": "20.00",
+                     "gradient": "XConv r=16 channel", "XConv": "20.02", "Δ vs exact": "+0.02",
+                     "act. memory factor (exact / XConv)": "4", "step time ratio": "1", "settings": "-"}]
+    assert "- no r=16 channel row (or no exact row) in: fake_table" in text
+
+
+def test_rerun_is_byte_identical(make_tables, fake_runs, written, tmp_path):
+    make_tables.main([str(fake_runs), "--out", str(tmp_path), "--headline"])
+    first = sorted(path.name for path in written[0].iterdir())
+    assert sorted(path.name for path in tmp_path.iterdir()) == first
+    for name in first:  # md, csv and png
+        assert (tmp_path / name).read_bytes() == (written[0] / name).read_bytes(), name
+
+
+def test_copied_runs_give_the_same_tables(make_tables, fake_runs, written, tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    make_tables.main([str(fake_runs), "--out", str(out), "--copy-runs", str(runs), "--no-figures"])
+    folders = sorted(path.name for path in (runs / "fake_table").iterdir())
+    assert len(folders) == 14 and "xconv-r4-channel-bitrelu_batch_size8_seed1" in folders
+    assert "exact-bitrelu_batch_size8_seed0" in folders
+    assert "checkpoint-sqrt_batch_size8_seed0" in folders
+    copied = runs / "fake_sr" / "xconv-r16-channel_seed0"
+    assert sorted(str(path.relative_to(copied)) for path in copied.rglob("*") if path.is_file()) == [
+        "images/test_images_step10.png", "summary.json"]
+    assert (runs / "fake_table" / "exact_batch_size8_seed0" / "csv" / "metrics.csv").is_file()
+    for name in ("fake_table.md", "fake_table.csv", "fake_sr.md", "fake_sr.csv"):
+        assert (out / name).read_bytes() == (written[0] / name).read_bytes(), name
+    # and from the copies alone
+    again = tmp_path / "again"
+    make_tables.main([str(runs), "--out", str(again), "--no-figures"])
+    for name in ("fake_table.md", "fake_table.csv", "fake_sr.md", "fake_sr.csv"):
+        assert (again / name).read_bytes() == (written[0] / name).read_bytes(), name
+
+
+def test_bad_input(make_tables, fake_runs, tmp_path):
+    with pytest.raises(SystemExit, match="no-such-folder: no such run folder"):
+        make_tables.main([str(tmp_path / "no-such-folder"), "--out", str(tmp_path)])
+    clash = tmp_path / "clash"
+    shutil.copytree(fake_runs / "sweep" / "0_classification_probes0_seed0", clash / "a")
+    shutil.copytree(fake_runs / "sweep" / "0_classification_probes0_seed0", clash / "b")
+    with pytest.raises(SystemExit, match="two runs with the same settings and seed 0"):
+        make_tables.main([str(clash), "--out", str(tmp_path)])
+    (clash / "b" / "summary.json").write_text("{}")
+    with pytest.raises(SystemExit, match="not a harness summary"):
+        make_tables.main([str(clash), "--out", str(tmp_path)])
+
+
+def test_committed_tables_regenerate_byte_for_byte(make_tables, tmp_path):
+    """results/*.md and *.csv are exactly what make_tables writes from results/runs."""
+    runs = ROOT / "results" / "runs"
+    assert runs.is_dir(), "results/runs (the committed run summaries) is missing"
+    written = make_tables.main([str(runs), "--out", str(tmp_path), "--headline", "--no-figures"])
+    assert written
+    for path in written:
+        committed = ROOT / "results" / path.name
+        assert committed.is_file(), f"results/{path.name} is not committed"
+        assert path.read_bytes() == committed.read_bytes(), f"results/{path.name} differs from its runs"

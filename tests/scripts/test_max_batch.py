@@ -1,0 +1,92 @@
+"""scripts/max_batch.py: the batch search, and a tiny real run (structure and XConv >= exact at small r)."""
+import importlib
+import csv
+from pathlib import Path
+
+import pytest
+
+
+
+@pytest.fixture(scope="module")
+def script():
+    return importlib.import_module("xconv_harness.studies.max_batch")
+
+
+def recording(answer):
+    """fits(b) = b <= answer, remembering the batches tried."""
+    tried = []
+
+    def fits(batch):
+        tried.append(batch)
+        return batch <= answer
+    return fits, tried
+
+
+@pytest.mark.parametrize("answer", [0, 1, 2, 3, 17, 64, 100, 1000])
+@pytest.mark.parametrize("start,first_step", [(1, 1), (5, 1), (5, 5), (64, 1), (1000, 1), (1200, 1)])
+def test_search_finds_the_largest_fitting_batch_from_any_start(script, answer, start, first_step):
+    fits, tried = recording(answer)
+    assert script.largest_batch(fits, start, 4096, first_step=first_step) == answer
+    assert len(tried) <= 2 * 12 + 2  # log-many measurements, never a scan
+
+
+def test_start_one_is_the_papers_doubling(script):
+    fits, tried = recording(100)
+    assert script.largest_batch(fits, 1, 4096) == 100
+    assert tried[:8] == [1, 2, 4, 8, 16, 32, 64, 128]  # doubling, then bisection between 64 and 128
+    assert tried[8:] == [96, 112, 104, 100, 102, 101]
+
+
+def test_smallest_batch_and_limit(script):
+    fits, _ = recording(1)
+    assert script.largest_batch(fits, 2, 64, smallest=2) == 0  # batch 2 does not fit: nothing does
+    fits, _ = recording(10**9)
+    assert script.largest_batch(fits, 1, 64) == 64
+    with pytest.raises(ValueError, match="smallest <= start"):
+        script.largest_batch(fits, 1, 64, smallest=2)
+
+
+def test_tiny_search_xconv_fits_at_least_the_exact_batch(script, tmp_path, capsys):
+    out = tmp_path / "max_batch"
+    tiny = ["--rows", "squeezenet1_0@32:1/2048", "--probes", "4", "--dtypes", "fp32", "--peak-check", ""]
+    results = script.main(tiny + ["--out", str(out)])
+    assert [(r.probes, r.dtype, r.measure) for r in results] == [(0, "fp32", "saved"), (4, "fp32", "saved")]
+    exact, sketched = results
+    assert exact.batch >= 2 and sketched.batch >= exact.batch
+    for result in results:  # the answer fits the budget, one more sample would not
+        assert 0 < result.memory_bytes <= result.budget_bytes
+    assert exact.paper_batch is None  # the paper has no 32 px row
+
+    text = out.with_suffix(".md").read_text()
+    for line in ["- command: `python scripts/max_batch.py --rows squeezenet1_0@32:1/2048", "- date: ",
+                 "- machine: ", "- scale: budget = parameters + gradients", "| network | image | dtype |"]:
+        assert line in text
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    assert [int(row["batch"]) for row in rows] == [exact.batch, sketched.batch]
+    assert float(rows[1]["gain"]) == pytest.approx(sketched.batch / exact.batch)
+    assert out.with_suffix(".png").stat().st_size > 5_000
+
+    # The paper's doubling from batch 1 reaches the same answers.
+    doubled = script.main(tiny + ["--start", "1"])
+    assert [r.batch for r in doubled] == [exact.batch, sketched.batch]
+    capsys.readouterr()
+
+
+def test_bad_rows_are_rejected_with_the_rule(script, capsys):
+    with pytest.raises(SystemExit):
+        script.main(["--rows", "resnet18@128:1/4"])
+    assert "network must be one of squeezenet1_0, vanillanet_10" in capsys.readouterr().err
+
+
+def test_peak_measure_counts_state_and_input_at_least(script):
+    """The paper's protocol (two tracked steps) on a tiny model: parameters + gradients + input + growth."""
+    import torch
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(1000))
+    model(torch.zeros(1, 3, 8, 8))
+    memory = script.BatchMemory(model, 8, torch.float32, "peak", torch.device("cpu"))
+    parameter_bytes = sum(p.numel() * 4 for p in model.parameters())
+    assert memory.state_bytes == 2 * parameter_bytes
+    assert memory(3) >= memory.state_bytes + 3 * 3 * 8 * 8 * 4
+    assert all(p.grad is None for p in model.parameters())  # gradients dropped after measuring

@@ -1,0 +1,17 @@
+"""scripts/memory_by_kind.py at a tiny size: structure and the ordering of the modes."""
+from pathlib import Path
+
+
+
+def test_memory_by_kind_table(tmp_path):
+    from xconv_harness.studies.memory_by_kind import main
+    out = tmp_path / "memory.md"
+    text = main(["--batch", "2", "--size", "64", "--probes", "4", "--out", str(out)])
+    assert out.read_text() == text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert {"Conv2d", "ReLU", "BatchNorm2d", "**total**"} <= set(rows)
+    exact, sketched, with_bits = (float(cell.strip(" *")) for cell in rows["**total**"].split("|")[2:5])
+    assert with_bits < sketched < exact
+    conv_exact, conv_sketched = (float(c) for c in rows["Conv2d"].split("|")[2:4])
+    relu_exact, relu_bits = float(rows["ReLU"].split("|")[2]), float(rows["ReLU"].split("|")[4])
+    assert conv_sketched < conv_exact and relu_bits < relu_exact / 16
