@@ -45,6 +45,7 @@ from .run_summaries import (METRICS_CSV, SUMMARY, Row, SummaryError, Table, base
 
 RESULTS = Path("results")  # relative to the folder the command runs in (the checkout)
 REGENERATE = "python scripts/make_tables.py results/runs --headline"
+ALLOW_UNTRACED = "--allow-untraced"
 HEADLINE_PROBES = 16
 MIB = 2 ** 20
 
@@ -142,17 +143,52 @@ def provenance(table: Table) -> list[str]:
     first = runs[0].summary
     lines = [f"# {table.name}: {table.task}, {first['model']} on {first['data']}", ""]
     lines += ["- commands (as the runs recorded them):"] + [f"  - `{command}`" for command in commands]
-    lines += [f"- dates: {dates[0]} to {dates[-1]} (UTC, from the run summaries)",
+    lines += [f"- code: {code_text(table)}",
+              f"- dates: {dates[0]} to {dates[-1]} (UTC, from the run summaries)",
               f"- machine: {'; '.join(machines)}",
               f"- software: {'; '.join(software)}",
               f"- scale: {scale(table)}",
-              f"- regenerate: `{REGENERATE}` (the runs' summaries are kept in results/runs/{table.name}/)",
+              f"- regenerate: `{regenerate_command([table])}` (the runs' summaries are kept in "
+              f"results/runs/{table.name}/)",
               "- columns: metrics are mean ± sample std over seeds (n runs); Δ = mean ± std of the per-seed "
               "differences from exact (when both rows ran the same seeds); activation memory = bytes "
               "autograd saves for backward in one training step (device-independent); peak memory = "
               f"{peak_source_text(table)}; step = median training-step wall time. \"vs exact\" and Δ "
               "compare with the exact row of the same settings (or the table's only exact row).", ""]
     return lines
+
+
+def code_text(table: Table) -> str:
+    """Which commits the runs came from, e.g. ``commit 60d8a26 (clean tree), 7 runs``."""
+    commits = {}
+    for run in table.runs:
+        key = (run.commit[:7] if run.commit else None, run.traceable)
+        commits[key] = commits.get(key, 0) + 1
+    parts = []
+    for (commit, clean), count in sorted(commits.items(), key=lambda item: (item[0][0] is None, item[0])):
+        runs = f"{count} run{'s' * (count != 1)}"
+        if commit is None:
+            parts.append(f"not recorded ({runs} made before summaries named their commit)")
+        else:
+            parts.append(f"commit {commit} ({'clean tree' if clean else 'UNCOMMITTED CHANGES'}), {runs}")
+    return "; ".join(parts)
+
+
+def regenerate_command(tables: list[Table]) -> str:
+    untraced = any(not run.traceable for table in tables for run in table.runs)
+    return f"{REGENERATE} {ALLOW_UNTRACED}" if untraced else REGENERATE
+
+
+def refuse_untraced(tables: list[Table]) -> None:
+    """SummaryError naming the first table with runs not traceable to a clean commit."""
+    for table in tables:
+        untraced = [run for run in table.runs if not run.traceable]
+        if untraced:
+            reason = ("its tree had uncommitted changes" if untraced[0].commit else "it recorded no commit")
+            raise SummaryError(f"table {table.name}: {len(untraced)} of {len(table.runs)} runs are not traceable "
+                               f"to a clean commit (e.g. {untraced[0].folder}: {reason}); rerun them from a "
+                               f"clean checkout, or pass {ALLOW_UNTRACED} to build the table anyway (its header "
+                               "says so)")
 
 
 def peak_source_text(table: Table) -> str:
@@ -356,7 +392,7 @@ def headline(tables: list[Table]) -> tuple[str, str]:
     rows = [result for _, results in found for result in results]
     missing = [table.name for table, results in found if not results]
     lines = [f"# Headline: XConv with {HEADLINE_PROBES} channel probes against exact backprop, per table", "",
-             f"- regenerate: `{REGENERATE}`",
+             f"- regenerate: `{regenerate_command(tables)}`",
              "- from the tables in this folder (each states its runs' commands, dates, machine and scale); "
              "metric: mean ± std over the row's seeds; Δ: mean ± std of the per-seed differences; the "
              "activation memory factor is exact / XConv (bytes saved for backward per step; > 1 = XConv "
@@ -422,6 +458,8 @@ def parse_args(argv):
                                             "build the tables from the copies")
     parser.add_argument("--headline", action="store_true", help="also write headline.md/.csv")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
+    parser.add_argument(ALLOW_UNTRACED, action="store_true",
+                        help="build tables from runs of a dirty tree or with no recorded commit (refused otherwise)")
     return parser.parse_args(argv)
 
 
@@ -429,6 +467,8 @@ def main(argv=None) -> list[Path]:
     args = parse_args(argv)
     try:
         tables = load_tables(args.folders)
+        if not args.allow_untraced:
+            refuse_untraced(tables)
         if args.copy_runs:
             tables = load_tables(copy_runs(tables, Path(args.copy_runs)))
     except SummaryError as error:

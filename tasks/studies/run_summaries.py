@@ -118,6 +118,17 @@ class Run:
     def metrics_csv(self) -> Path:
         return self.folder / METRICS_CSV
 
+    @property
+    def commit(self) -> str | None:
+        """The git commit the run's harness came from (None: not recorded, or not a checkout)."""
+        return (self.summary.get("code") or {}).get("commit")
+
+    @property
+    def traceable(self) -> bool:
+        """Whether the run came from a clean checkout at a recorded commit."""
+        code = self.summary.get("code") or {}
+        return bool(code.get("commit")) and code.get("clean") is True
+
 
 @dataclass
 class Row:

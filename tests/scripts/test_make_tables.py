@@ -33,8 +33,11 @@ def gradient(probes, relu="exact", checkpoint=None, probe="channel"):
     return entry
 
 
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
 def write_run(folder: Path, *, command, task, gradient_, seed, batch, metrics, saved, peak, step,
-              date, curve=None, picture=None, extra_config=None):
+              date, curve=None, picture=None, extra_config=None, code=None):
     folder.mkdir(parents=True)
     config = {"probes": gradient_["probes"], "probe": gradient_["probe"], "relu": gradient_["relu"],
               "seed": seed, "out_dir": str(folder), "threads": 1,
@@ -48,7 +51,7 @@ def write_run(folder: Path, *, command, task, gradient_, seed, batch, metrics, s
                "time": {"median_step_s": step, "steps_timed": 5, "batch_size": batch, "samples_per_s": 1.0},
                "train_steps": 10, "wall_time_s": 30.0, "device": "cpu", "machine": "Test CPU, 2 logical CPUs",
                "date": date, "versions": {"torch": "9.9", "xconv": "0.1.0"}, "command": command,
-               "config": config}
+               "code": code or {"source": "git", "commit": COMMIT, "clean": True}, "config": config}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     if curve is not None:
         (folder / "csv").mkdir()
@@ -256,9 +259,27 @@ def test_committed_tables_regenerate_byte_for_byte(make_tables, tmp_path):
     """results/*.md and *.csv are exactly what make_tables writes from results/runs."""
     runs = ROOT / "results" / "runs"
     assert runs.is_dir(), "results/runs (the committed run summaries) is missing"
-    written = make_tables.main([str(runs), "--out", str(tmp_path), "--headline", "--no-figures"])
+    written = make_tables.main([str(runs), "--out", str(tmp_path), "--headline", "--no-figures",
+                                "--allow-untraced"])  # as their headers say: runs from before commits were recorded
     assert written
     for path in written:
         committed = ROOT / "results" / path.name
         assert committed.is_file(), f"results/{path.name} is not committed"
         assert path.read_bytes() == committed.read_bytes(), f"results/{path.name} differs from its runs"
+
+
+def test_runs_from_a_dirty_or_unrecorded_tree_are_refused_unless_allowed(make_tables, tmp_path, capsys):
+    common = dict(command="python -m xconv.run experiment=fake_table probes=0", task="classification",
+                  gradient_=gradient(0), batch=32, metrics={"test/acc": 0.9}, saved=1.0, peak=1.0, step=0.01,
+                  date="2026-01-01T00:00:00+00:00")
+    write_run(tmp_path / "runs" / "a", seed=0, **common)
+    write_run(tmp_path / "runs" / "b", seed=1, code={"source": "git", "commit": COMMIT, "clean": False}, **common)
+    with pytest.raises(SystemExit, match=r"error: table fake_table: 1 of 2 runs are not traceable to a clean "
+                                         r"commit \(e.g. .*b: its tree had uncommitted changes\).*--allow-untraced"):
+        make_tables.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-figures"])
+    assert not (tmp_path / "out").exists()  # nothing written
+    (path,) = [p for p in make_tables.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-figures",
+                                            "--allow-untraced"]) if p.suffix == ".md"]
+    header = path.read_text()
+    assert "- code: commit 0123456 (clean tree), 1 run; commit 0123456 (UNCOMMITTED CHANGES), 1 run" in header
+    assert "--headline --allow-untraced` (the runs' summaries" in header
