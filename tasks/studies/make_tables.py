@@ -165,7 +165,8 @@ def code_text(table: Table) -> str:
         key = (run.commit[:7] if run.commit else None, run.traceable)
         commits[key] = commits.get(key, 0) + 1
     parts = []
-    for (commit, clean), count in sorted(commits.items(), key=lambda item: (item[0][0] is None, item[0])):
+    for (commit, clean), count in sorted(commits.items(), key=lambda item: (item[0][0] is None, item[0][0] or "",
+                                                                         not item[0][1])):
         runs = f"{count} run{'s' * (count != 1)}"
         if commit is None:
             parts.append(f"not recorded ({runs} made before summaries named their commit)")
