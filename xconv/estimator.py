@@ -19,6 +19,10 @@ Padding: probes live on the *unpadded* input. The layer's padding (any mode,
 including the asymmetric padding of ``padding="same"``) is applied to the
 probes in backward, so ``pad(x) ~= (1/r) sum_p S[b, p] pad(e_p)`` stays
 unbiased for every padding mode.
+
+The input and bias gradients come from one call of the same native kernel the
+plain layer's backward calls, so they are bit-identical to the plain layer's.
+An empty batch has an exact weight gradient of zero (a sum over no samples).
 """
 from __future__ import annotations
 
@@ -145,30 +149,39 @@ class XConvFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         sketch, weight = ctx.saved_tensors
         geometry = ctx.geometry
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _input_gradient(grad_out, weight.to(grad_out.dtype), geometry, ctx.x_shape)
-        if ctx.needs_input_grad[1]:
+        needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
+        grad_x, grad_b = _input_and_bias_gradients(grad_out, weight.to(grad_out.dtype), geometry, ctx.x_shape,
+                                                   needs_x, ctx.has_bias and needs_b)
+        grad_w = None
+        if needs_w:
             grad_w = _weight_gradient_estimate(ctx, grad_out, sketch.to(grad_out.dtype), weight)
             grad_w = grad_w.to(weight.dtype)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_out.sum(dim=[0, *range(2, grad_out.dim())]).to(weight.dtype)
+        if grad_b is not None:
+            grad_b = grad_b.to(weight.dtype)
         return grad_x, grad_w, grad_b, None, None, None, None
 
 
-def _input_gradient(grad_out, weight, geometry: ConvGeometry, x_shape) -> torch.Tensor:
+def _input_and_bias_gradients(grad_out, weight, geometry: ConvGeometry, x_shape, needs_x: bool, needs_b: bool):
+    """The exact input and bias gradients (None where not needed), from one call of the native
+    kernel, as the plain layer's backward computes them (so they are bit-identical to it)."""
+    if not (needs_x or needs_b):
+        return None, None
     padded_shape = geometry.padded_shape(x_shape)
-    grad_x, _, _ = convolution_backward(
-        grad_out, shape_only(grad_out, padded_shape), weight, None,
+    grad_x, _, grad_b = convolution_backward(
+        grad_out, shape_only(grad_out, padded_shape), weight, [grad_out.shape[1]],
         list(geometry.stride), list(geometry.kernel_padding), list(geometry.dilation),
-        geometry.transposed, list(geometry.output_padding), geometry.groups, [True, False, False])
-    return geometry.unpad_adjoint(grad_x, x_shape)
+        geometry.transposed, list(geometry.output_padding), geometry.groups, [needs_x, False, needs_b])
+    if needs_x:
+        grad_x = geometry.unpad_adjoint(grad_x, x_shape)
+    return grad_x, grad_b
 
 
 def _weight_gradient_estimate(ctx, grad_out, sketch, weight) -> torch.Tensor:
     kind, layout = ctx.kind, ctx.kind.layout
     shape = kind.probe_shape(ctx.x_shape[1], ctx.x_shape[2:])
     grad_w = torch.zeros(weight.shape, dtype=grad_out.dtype, device=grad_out.device)
+    if grad_out.shape[0] == 0:  # an empty batch: the exact gradient, a sum over no samples, is zero
+        return grad_w
     for index, start, count in _chunks(ctx.probes, ctx.chunk):
         e = _probe_chunk(kind, count, shape, ctx.seed, index, grad_out)
         grad_w += layout.weight_term(ctx.geometry, grad_out, e, sketch.narrow(layout.probe_dim, start, count),

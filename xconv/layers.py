@@ -5,6 +5,10 @@ exact backprop) and ``probe`` (the probe kind). The forward output is computed
 by the parent's own code, so it is bit-identical; only the weight gradient is
 estimated. The estimator is used when ``probes > 0``, autograd is recording and
 the weight requires a gradient; otherwise the layer is the plain layer.
+
+Like torch's convolutions, every layer takes batched ``(B, C, *spatial)`` and
+unbatched ``(C, *spatial)`` input; the estimator treats an unbatched input as a
+batch of one and returns the unbatched shape, as torch does.
 """
 from __future__ import annotations
 
@@ -40,6 +44,14 @@ class XConvMixin:
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, probes={self.probes}, probe={self.probe!r}"
 
+    def estimate(self, input: torch.Tensor, output_fn, geometry: ConvGeometry) -> torch.Tensor:
+        """The output through :class:`XConvFunction`; an unbatched ``(C, *spatial)`` input goes
+        through as a batch of one (as torch's own convolutions do) and comes back unbatched."""
+        unbatched = input.dim() == len(self.kernel_size) + 1
+        batch = input.unsqueeze(0) if unbatched else input
+        out = XConvFunction.apply(batch, self.weight, self.bias, output_fn, geometry, self.probes, self.probe)
+        return out.squeeze(0) if unbatched else out
+
 
 class _XConvNd(XConvMixin):
     def geometry(self) -> ConvGeometry:
@@ -59,8 +71,7 @@ class _XConvNd(XConvMixin):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.uses_estimator():
             return self._conv_forward(input, self.weight, self.bias)
-        return XConvFunction.apply(input, self.weight, self.bias, self._conv_forward,
-                                   self.geometry(), self.probes, self.probe)
+        return self.estimate(input, self._conv_forward, self.geometry())
 
 
 class _XConvTransposeNd(XConvMixin):
@@ -86,8 +97,7 @@ class _XConvTransposeNd(XConvMixin):
         output_fn = self.output_function(output_padding)
         if not self.uses_estimator():
             return output_fn(input, self.weight, self.bias)
-        return XConvFunction.apply(input, self.weight, self.bias, output_fn,
-                                   self.geometry(output_padding), self.probes, self.probe)
+        return self.estimate(input, output_fn, self.geometry(output_padding))
 
 
 def _layer(name: str, base: type, kind: type, doc: str, functional=None) -> type:

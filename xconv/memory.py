@@ -11,19 +11,26 @@ device-independent: the headline activation-memory figure.
 allocator's ``max_memory_allocated`` on GPU, and on CPU the growth of the
 process's peak resident set size (Linux ``VmHWM``, reset through
 ``/proc/self/clear_refs``), a coarser secondary figure.
+
+``kept_tensors(output)`` / ``kept_bytes(output)`` count the same thing a second,
+independent way, after the forward: by walking the autograd graph the output
+hangs on. The hooks see only what autograd saves (the saved tensors of built-in
+operations, ``ctx.save_for_backward``); the walk also sees what a custom autograd
+Function keeps as a plain ``ctx`` attribute (``ctx.leak = x``), which holds
+memory just the same.
 """
 from __future__ import annotations
 
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 
 import torch
 import torch.nn as nn
 from torch.nn.modules.module import (register_module_forward_hook,
                                      register_module_forward_pre_hook)
 
-__all__ = ["SavedTensorMeter", "PeakMemory", "saved_bytes"]
+__all__ = ["SavedTensorMeter", "PeakMemory", "saved_bytes", "KeptTensor", "kept_tensors", "kept_bytes"]
 
 OUTSIDE_MODULES = "(no module)"
 ROOT_MODULE = "<root>"
@@ -139,6 +146,126 @@ def saved_bytes(model: nn.Module, *inputs, **kwargs) -> SavedTensorMeter:
     with SavedTensorMeter(model) as meter:
         model(*inputs, **kwargs)
     return meter
+
+
+# The autograd graph's own count --------------------------------------------------
+
+# C-level slots of a custom Function's ctx that can hold tensors besides its __dict__ (torch
+# clears the first four after forward; a Function could still fill them, or ``metadata``).
+_CTX_SLOTS = ("to_save", "dirty_tensors", "non_differentiable", "saved_for_forward", "metadata")
+_NESTING = 3  # container levels searched inside a ctx attribute: ctx.a[0]["b"].field
+
+
+@dataclass(frozen=True)
+class KeptTensor:
+    """One storage the autograd graph keeps: the node, where in it, and the storage's bytes."""
+
+    node: str  # the node's name, e.g. "XConvFunctionBackward"
+    where: str  # "saved_tensors[0]", "_saved_input", "ctx.leak", "ctx.cache['x']" ...
+    nbytes: int  # bytes of the whole storage (views of one storage share it, as they share memory)
+
+
+def kept_tensors(*outputs: torch.Tensor, parameters=()) -> list[KeptTensor]:
+    """Every storage the autograd graph of ``outputs`` keeps for backward, each once.
+
+    Walks every node reachable from the outputs' ``grad_fn`` (through ``next_functions``)
+    and collects, deduplicated by storage (device, address, size):
+
+    * built-in nodes (``ConvolutionBackward0``, ...): their saved tensors, the ``_saved_*``
+      attributes (tensors, or tuples of tensors);
+    * custom autograd Functions, whose node *is* the ``ctx``: ``ctx.saved_tensors``, every
+      tensor-valued attribute of ``ctx.__dict__`` and of the ctx slots ``to_save``,
+      ``dirty_tensors``, ``non_differentiable``, ``saved_for_forward`` and ``metadata``,
+      including tensors inside lists, tuples, sets, dicts and dataclasses up to three levels
+      deep (``ctx.a[0]["b"].field``).
+
+    Excluded: parameters (``nn.Parameter`` objects, the leaves behind the graph's
+    ``AccumulateGrad`` nodes that are parameters, and anything sharing a storage with
+    ``parameters``: pass ``model.parameters()`` for frozen ones); the graph's leaves
+    (``AccumulateGrad.variable``: the caller holds them, the graph only points at them) and the
+    outputs, unless a node keeps them too.
+
+    So ``kept_bytes = sum of nbytes(s)`` over the distinct storages ``s`` found, parameters left
+    out; the bytes of a storage are all of it (``untyped_storage().nbytes()``), as
+    :class:`SavedTensorMeter` counts: a kept view holds its whole storage. For graphs whose
+    Functions keep tensors only through ``save_for_backward`` the two counts therefore agree; what the walk
+    finds beyond the hooks is what a Function keeps some other way. Call it before backward:
+    backward frees saved tensors (then only ctx attributes are left to count). Saved tensors are
+    read as unpacked, so under saved-tensor hooks that pack to something other than a tensor
+    (offloading, compression) the walk sees what unpacking returns.
+    """
+    nodes = _graph_nodes(output.grad_fn for output in outputs)
+    excluded = {_storage_key(p) for p in parameters}
+    excluded |= {_storage_key(node.variable) for node in nodes
+                 if isinstance(getattr(node, "variable", None), nn.Parameter)}
+    kept, seen = [], set()
+    for node in nodes:
+        for where, tensor in _node_tensors(node):
+            key = _storage_key(tensor)
+            if isinstance(tensor, nn.Parameter) or key is None or key in excluded or key in seen:
+                continue
+            seen.add(key)
+            kept.append(KeptTensor(node.name(), where, tensor.untyped_storage().nbytes()))
+    return kept
+
+
+def kept_bytes(*outputs: torch.Tensor, parameters=()) -> int:
+    """Total bytes of :func:`kept_tensors`: the memory the autograd graph of ``outputs`` holds."""
+    return sum(kept.nbytes for kept in kept_tensors(*outputs, parameters=parameters))
+
+
+def _graph_nodes(roots) -> list:
+    """Every node reachable from ``roots`` (``grad_fn`` objects, None skipped), each once."""
+    nodes, seen, stack = [], set(), [root for root in roots if root is not None]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        nodes.append(node)
+        stack.extend(child for child, _ in node.next_functions if child is not None)
+    return nodes
+
+
+def _node_tensors(node):
+    """``(where, tensor)`` for every tensor one graph node refers to (see :func:`kept_tensors`)."""
+    if isinstance(node, torch.autograd.function.BackwardCFunction):  # a custom Function: the node is ctx
+        yield from _tensors_in(_readable(node, "saved_tensors"), "saved_tensors", _NESTING)
+        for name in _CTX_SLOTS:
+            yield from _tensors_in(_readable(node, name), name, _NESTING)
+        for name, value in vars(node).items():
+            yield from _tensors_in(value, f"ctx.{name}", _NESTING)
+        return
+    for name in dir(node):
+        if name.startswith("_saved_"):
+            yield from _tensors_in(_readable(node, name), name, 1)
+
+
+def _readable(node, name: str):
+    """``getattr(node, name)``, or None where backward already freed it."""
+    try:
+        return getattr(node, name)
+    except RuntimeError:  # "Trying to backward through the graph a second time ..."
+        return None
+
+
+def _tensors_in(value, where: str, depth: int):
+    """``(where, tensor)`` for ``value`` if a tensor, else for the tensors inside it, ``depth`` levels."""
+    if isinstance(value, torch.Tensor):
+        yield where, value
+        return
+    if depth == 0:
+        return
+    if isinstance(value, dict):
+        items = ((f"{where}[{key!r}]", item) for key, item in value.items())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
+    elif is_dataclass(value) and not isinstance(value, type):
+        items = ((f"{where}.{f.name}", getattr(value, f.name)) for f in fields(value))
+    else:
+        return
+    for item_where, item in items:
+        yield from _tensors_in(item, item_where, depth - 1)
 
 
 @dataclass

@@ -1,10 +1,14 @@
-"""The XConv layers as drop-in replacements: construction, identity, dtypes, errors."""
+"""The XConv layers as drop-in replacements: construction, dtypes, memory formats, errors.
+
+Bit-identity with the plain layers over torch's own conv test inputs: test_module_inputs.py.
+"""
 import pytest
 import torch
 import torch.nn as nn
 
 import xconv
 from layer_pairs import PLAIN_TO_XCONV, layer_pair
+from single_thread import one_torch_thread  # noqa: F401  (autouse: tiny tensors, one thread)
 
 
 @pytest.mark.parametrize("plain_cls", list(PLAIN_TO_XCONV))
@@ -16,18 +20,6 @@ def test_takes_every_argument_of_the_plain_layer_and_is_a_subclass(plain_cls):
     assert (layer.probes, layer.probe) == (4, "gaussian")
     assert "probes=4" in repr(layer)
     assert set(layer.state_dict()) == set(plain_cls(**kwargs).state_dict())
-
-
-@pytest.mark.parametrize("plain_cls,shape", [(nn.Conv2d, (3, 4, 8, 8)), (nn.ConvTranspose2d, (3, 4, 5, 5)),
-                                             (nn.Conv1d, (3, 4, 9)), (nn.Conv3d, (2, 4, 4, 4, 4))])
-def test_probes_zero_is_bit_identical_to_the_plain_layer(plain_cls, shape):
-    plain, converted = layer_pair(plain_cls, dtype=torch.float32, probes=0, in_channels=4,
-                                  out_channels=4, kernel_size=3, padding=1)
-    x = torch.randn(shape)
-    for layer in (plain, converted):
-        layer(x.clone().requires_grad_()).square().sum().backward()
-    assert torch.equal(plain.weight.grad, converted.weight.grad)
-    assert torch.equal(plain.bias.grad, converted.bias.grad)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
@@ -43,9 +35,9 @@ def test_dtypes(dtype, probe):
     out.backward(grad_out)
     plain(x_plain).backward(grad_out)
     assert converted.weight.grad.dtype == dtype and torch.isfinite(converted.weight.grad).all()
-    tolerance = 3e-2 if dtype == torch.bfloat16 else 1e-5
-    torch.testing.assert_close(x_conv.grad, x_plain.grad, rtol=tolerance, atol=tolerance)
-    torch.testing.assert_close(converted.bias.grad, plain.bias.grad, rtol=tolerance, atol=tolerance)
+    # Input and bias gradients come from the native kernel calls torch's own backward makes.
+    assert torch.equal(x_conv.grad, x_plain.grad)
+    assert torch.equal(converted.bias.grad, plain.bias.grad)
 
 
 @pytest.mark.parametrize("probe", ["channel", "gaussian"])
