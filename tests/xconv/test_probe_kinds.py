@@ -1,8 +1,8 @@
 """The probe-kind registry (xconv.probes): the built-in kinds, and a new kind added from outside.
 
-A new kind is one ProbeKind subclass and its registration; the fixture below adds
-a toy kind that way, the tests use it through ``xconv.XConv2d(..., probe=name)``,
-and the fixture removes it again.
+A new kind is one ProbeKind subclass and its registration; the fixture
+``toy_kind`` (``coordinate_probes.py``) adds a toy kind that way, the tests use
+it through ``xconv.XConv2d(..., probe=name)``, and the fixture removes it again.
 """
 import math
 
@@ -16,6 +16,7 @@ from xconv.layouts import CHANNEL, FULL
 from xconv.probes import (PROBE_REGISTRY, ProbeKind, draw_probes, probe_kind, register_probe_kind,
                           unregister_probe_kind)
 
+from coordinate_probes import toy_kind  # noqa: F401  (fixture: a coordinate kind registered from outside)
 from stats import assert_unbiased
 
 
@@ -58,38 +59,6 @@ def test_registration_errors_are_clear():
 
 
 # A kind added from outside -------------------------------------------------------------------------
-
-class CoordinateProbes(ProbeKind):
-    """``sqrt(D)`` times a standard basis vector (``D`` numbers per probe), coordinates drawn without
-    repeats within blocks of ``D`` probes.
-
-    Each probe is uniform over the ``D`` coordinates: ``E[e e^T] = D * I / D = I``.
-    ``r = D`` probes in one block hit every coordinate once: ``(1/D) sum_p e_p e_p^T = I``
-    exactly, so the weight gradient is exact.
-    """
-
-    name, layout = "toy-coordinate", FULL
-
-    def draw(self, count, shape, *, generator, dtype, device):
-        numel = math.prod(shape)
-        picks = torch.cat([torch.randperm(numel, generator=generator, device=device)[:count - start]
-                           for start in range(0, count, numel)])
-        return math.sqrt(numel) * torch.eye(numel, dtype=dtype, device=device)[picks].reshape(count, *shape)
-
-
-class SharedCoordinateProbes(CoordinateProbes):
-    """The same over the positions only, one probe shared by every input channel."""
-
-    name, layout = "toy-shared-coordinate", CHANNEL
-
-
-@pytest.fixture(params=[CoordinateProbes, SharedCoordinateProbes], ids=["full", "channel"])
-def toy_kind(request):
-    register_probe_kind(request.param)
-    yield request.param.name
-    if request.param.name in PROBE_REGISTRY:  # unless the test did
-        unregister_probe_kind(request.param.name)
-
 
 def layer_and_exact_gradient(probes, probe):
     """An XConv layer, its input, output gradient and the exact weight gradient of the plain layer."""
