@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .config_files import CONFIG_DIR
+from .errors import ConfigError
 from .rules import POSITIVE, Integer, ListOf, Text
 
 # Keys the harness reads itself, in any section, with what they may be (a target that takes one of
@@ -90,10 +92,40 @@ def arguments(node: Mapping) -> dict:
             if key not in HYDRA_KEYS and (key not in DESCRIPTIVE_KEYS or key in takes)}
 
 
-def instantiate(node: Mapping, **kwargs):
+def instantiate(node: Mapping, path: str | None = None, **kwargs):
     """Build a section's ``_target_`` (``hydra.utils.instantiate``, not recursive: a nested section such as
-    ``task.optimizer`` reaches its owner as config). ``kwargs``: what the harness passes itself."""
-    import hydra
+    ``task.optimizer`` reaches its owner as config). ``kwargs``: what the harness passes itself.
 
-    hydra_keys = {key: node[key] for key in HYDRA_KEYS if key in node}
-    return hydra.utils.instantiate({**hydra_keys, **arguments(node)}, **kwargs, _recursive_=False)
+    ``path``: the section's key (``model``); a constructor that refuses its settings then raises
+    :class:`ConfigError`, one line naming ``<path>.<argument>`` when the error can be pinned on one
+    argument (an error mentioning its name or string value), else the section. Without ``path``,
+    or when the error is neither a ValueError, TypeError or KeyError nor pinned on an argument,
+    Hydra's InstantiationException goes on."""
+    import hydra
+    from hydra.errors import InstantiationException
+
+    hydra_keys, given = {key: node[key] for key in HYDRA_KEYS if key in node}, arguments(node)
+    try:
+        return hydra.utils.instantiate({**hydra_keys, **given}, **kwargs, _recursive_=False)
+    except InstantiationException as error:
+        message = None if path is None else refusal(path, node, given, error.__cause__ or error)
+        if message is None:
+            raise
+        raise ConfigError(message) from error
+
+
+def refusal(path: str, node: Mapping, given: dict, error: BaseException) -> str | None:
+    """One line for a constructor's ``error`` over the arguments ``given`` (None: not a settings error)."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    if first.startswith(f"{path}."):  # the constructor named the key itself
+        return first
+    named = [key for key, value in given.items()
+             if re.search(rf"\b{re.escape(key)}\b", text)
+             or (isinstance(value, str) and len(value) > 1 and value in text)]
+    reason = f"{node['_target_']} refused it ({type(error).__name__}: {first})"
+    if len(named) == 1:
+        return f"{path}.{named[0]}={given[named[0]]!r}: {reason}"
+    if isinstance(error, (ValueError, TypeError, KeyError)):
+        return f"{path}={node.get('name')!r}: {reason}"
+    return None

@@ -11,8 +11,16 @@ step; the run's last checkpoint stays the last good one.
 the optimiser changes neither weights nor its own state for it); the count and the
 first few steps skipped go into ``summary.json`` under ``nonfinite``.
 
-The decision costs one device synchronisation per step (and, under DDP, one
-all-reduce, so every process stops or skips the same step). With a gradient scaler
+Under DDP the decision is collective: a process may see a non-finite loss that the
+others do not (DDP averages the gradients, not the losses), so every process sends what
+it found to all the others (one all-reduce of a vector with one entry per rank) and all
+of them stop, or skip, the same step. Each process's message names the processes that
+saw it (``non-finite loss (nan) on process 1 at step 7 ...``); a skipped step's record
+lists them under ``processes``. A process that decided alone would step while another
+stopped (the next all-reduce then hangs or fails) or skipped (the weights of the
+processes drift apart for good).
+
+The decision costs one device synchronisation per step. With a gradient scaler
 (``precision=16-mixed`` on CUDA) inf gradients are the scaler's business (it skips
 the step and lowers the scale); only the loss is checked then.
 """
@@ -24,6 +32,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 MODES = ("stop", "skip")
 RECORDED_SKIPS = 20  # how many skipped steps summary.json lists (the count covers all)
+CODES = {1: "loss", 2: "gradient", 3: "loss and gradient"}  # what a process found non-finite
 
 
 class NonFiniteError(RuntimeError):
@@ -53,18 +62,13 @@ class NonFiniteGuard(L.Callback):
         loss_finite, self._loss_finite = self._loss_finite, None
         named = [(name, p.grad) for name, p in pl_module.named_parameters() if p.grad is not None]
         check_grads = getattr(trainer.precision_plugin, "scaler", None) is None
-        flags = [torch.isfinite(grad).all() for _, grad in named] if check_grads else []
-        if loss_finite is not None:
-            flags.append(loss_finite)
-        if not flags:
+        grads_finite = [torch.isfinite(grad).all() for _, grad in named] if check_grads else []
+        flags, seen_on = self._flags_and_processes(trainer, pl_module.device, loss_finite, grads_finite)
+        if not seen_on:
             return
-        flags = torch.stack(flags).cpu()  # the one synchronisation
-        bad = trainer.strategy.reduce_boolean_decision(not bool(flags.all()), all=False)
-        if not bad:
-            return
-        loss_ok = loss_finite is None or bool(flags[-1])
-        first = next((name for (name, _), ok in zip(named, flags.tolist()) if not ok), None)
-        where = self._describe(trainer, loss_ok, first)
+        loss_ok = flags[-1]
+        first = next((name for (name, _), ok in zip(named, flags[:-1]) if not ok), None)
+        where = self._describe(trainer, loss_ok, first, seen_on)
         if self.mode == "stop":
             raise NonFiniteError(f"{where}; stopped before the optimiser step, so the weights are those "
                                  f"after the last good step (nonfinite=skip skips such steps instead)")
@@ -73,17 +77,38 @@ class NonFiniteGuard(L.Callback):
                 parameter.grad = None  # the optimiser skips parameters without a gradient
         self.skipped_steps += 1
         if len(self.skipped) < RECORDED_SKIPS:
-            self.skipped.append({"step": trainer.global_step, "epoch": trainer.current_epoch,
-                                 "batch": self._batch, "loss_finite": loss_ok, "first_nonfinite_grad": first})
+            self.skipped.append({"step": trainer.global_step, "epoch": trainer.current_epoch, "batch": self._batch,
+                                 "loss_finite": loss_ok, "first_nonfinite_grad": first, "processes": sorted(seen_on)})
         rank_zero_warn(f"{where}: step skipped (nonfinite=skip)", category=NonFiniteWarning)
 
-    def _describe(self, trainer, loss_ok: bool, first: str | None) -> str:
+    @staticmethod
+    def _flags_and_processes(trainer, device, loss_finite, grads_finite) -> tuple[list[bool], dict[int, str]]:
+        """This process's flags (each gradient's, the loss's last; True = finite) and, the same on every
+        process, what was non-finite where: ``{rank: "loss" | "gradient" | "loss and gradient"}``.
+
+        A collective under DDP, called by every process at every step: each process puts its code
+        (1 loss, 2 gradient, 3 both) at its own rank of a zero vector and one all-reduce (sum) hands
+        every process every code. Its ``.cpu()`` is the step's one device synchronisation."""
+        finite = torch.ones((), dtype=torch.bool, device=device)
+        local = torch.stack([*grads_finite, finite if loss_finite is None else loss_finite])
+        code = (~local[-1]).to(torch.int32) + 2 * (~local[:-1].all()).to(torch.int32)
+        codes = torch.zeros(trainer.world_size, dtype=torch.int32, device=device)
+        codes[trainer.global_rank] = code
+        codes = trainer.strategy.reduce(codes, reduce_op="sum")
+        values = torch.cat([local.to(torch.int32), codes]).cpu().tolist()
+        flags, codes = values[:len(local)], values[len(local):]
+        return [bool(flag) for flag in flags], {rank: CODES[code] for rank, code in enumerate(codes) if code}
+
+    def _describe(self, trainer, loss_ok: bool, first: str | None, seen_on: dict[int, str]) -> str:
         step = (f"step {trainer.global_step} (global step, counted from 0; epoch {trainer.current_epoch}, "
                 f"batch {self._batch})")
         parts = [] if loss_ok else [f"loss ({self._loss.float().mean().item():g})"]
         if first is not None:
             parts.append(f"gradient (first non-finite: {first})")
-        return f"non-finite {' and '.join(parts) or 'loss or gradient on another process'} at {step}"
+        what = " and ".join(parts) or " / ".join(dict.fromkeys(seen_on.values()))  # only others saw it
+        if trainer.world_size > 1:
+            what += f" on process{'es' if len(seen_on) > 1 else ''} {', '.join(map(str, seen_on))}"
+        return f"non-finite {what} at {step}"
 
     def summary_fields(self) -> dict:
         """What summary.json records: the mode, how many steps were skipped, the first of them."""

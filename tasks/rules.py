@@ -6,6 +6,10 @@ A rule lives with the code that takes the key:
 * the keys of a ``data``/``model``/``task`` section: the ``CONFIG_RULES`` mapping (parameter ->
   rule) of the class its ``_target_`` names, or of one of that class's bases (a model function
   declares them with :func:`config_rules`);
+* the image side a model takes (a :class:`Side` from its section): ``input_side_rule`` of its class
+  or function (:func:`input_side`); the side a data module delivers (a :class:`DeliveredSide`):
+  its ``delivered_side`` (``tasks/data/base.py``). :mod:`xconv_harness.validate` checks one against
+  the other;
 * descriptive keys (``name``, ``channels``, ...): :data:`xconv_harness.config_nodes.DESCRIPTIVE_KEYS`;
 * optimiser and scheduler arguments: :mod:`xconv_harness.schedules`.
 
@@ -52,14 +56,21 @@ def _is_number(value) -> bool:
 @dataclass(frozen=True, kw_only=True)
 class Integer(Rule):
     least: int | None = None
+    most: int | None = None
     also: tuple = ()  # further allowed values below ``least`` (e.g. -1 = no limit)
     note: str = ""
 
     def _accepts(self, value) -> bool:
-        return _is_int(value) and (self.least is None or value >= self.least or value in self.also)
+        return _is_int(value) and (((self.least is None or value >= self.least)
+                                    and (self.most is None or value <= self.most)) or value in self.also)
 
     def _allowed(self) -> str:
-        text = "an integer" if self.least is None else f"an integer >= {self.least}"
+        if self.least is not None and self.most is not None:
+            text = f"an integer in [{self.least}, {self.most}]"
+        elif self.least is not None or self.most is not None:
+            text = f"an integer >= {self.least}" if self.most is None else f"an integer <= {self.most}"
+        else:
+            text = "an integer"
         if self.also:
             text += f" (or {', '.join(map(str, self.also))})"
         return text + self.note
@@ -181,7 +192,38 @@ class Check(Rule):
         return self.text
 
 
+@dataclass(frozen=True, kw_only=True)
+class Side(Rule):
+    """The side of the square images a network takes: a multiple of ``multiple``, at least ``least``;
+    ``why`` names the network and what it does to the side (``smp_unet with encoder_depth 5 halves it
+    5 times``). A model declares it with :func:`input_side`."""
+
+    multiple: int = 1
+    least: int = 1
+    why: str
+
+    def _accepts(self, value) -> bool:
+        return _is_int(value) and value >= self.least and value % self.multiple == 0
+
+    def _allowed(self) -> str:
+        if self.multiple == 1:
+            return f"an integer >= {self.least} ({self.why})"
+        at_least = f" and at least {self.least}" if self.least > self.multiple else ""
+        return f"a multiple of {self.multiple}{at_least} ({self.why})"
+
+
+@dataclass(frozen=True)
+class DeliveredSide:
+    """The side of the images a data module delivers (None: known only once loaded), the key of its
+    section that sets it, and how the side follows from that key when it is not the key's own value."""
+
+    key: str
+    side: int | None
+    note: str = ""
+
+
 POSITIVE = Integer(least=1)
+SEED = Integer(least=0, most=2**32 - 1)  # what numpy's and Lightning's seeding accept
 
 
 def config_rules(**rules: Rule):
@@ -189,6 +231,15 @@ def config_rules(**rules: Rule):
     def declare(function):
         function.CONFIG_RULES = rules
         return function
+    return declare
+
+
+def input_side(rule: typing.Callable[[dict], Side]):
+    """Declare the image side a model takes, as a function of its config section (a plain dict); a class
+    defines ``input_side_rule`` itself. The harness checks the side the data delivers against it."""
+    def declare(model):
+        model.input_side_rule = rule
+        return model
     return declare
 
 

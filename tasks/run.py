@@ -6,7 +6,8 @@ convolutions (``probes=0``: exact backprop), train, validate and test, then
 write ``summary.json`` (metrics, activation and peak memory, step time, config,
 versions) in the run folder and log the same to wandb (offline unless
 ``WANDB_MODE`` says otherwise). ``-m`` sweeps (Hydra multirun): one run, one
-folder and one wandb run per job.
+folder and one wandb run per job. Before Hydra starts, :func:`main` checks the command
+line (tasks/cli_errors.py): whatever cannot run ends in one ``error:`` line, exit code 2.
 """
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import os
 
 os.environ.setdefault("WANDB_MODE", "offline")  # never needs an account or a network
 
+import logging
 import platform
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -28,6 +32,30 @@ launch.register_resolvers()  # conf/config.yaml's hydra.output_subdir uses it
 
 
 _instantiate = config_nodes.instantiate  # descriptive keys dropped unless the target takes them
+# Console lines that are not about the run: (logger, message start) of Lightning's info lines, and
+# (message pattern, category) of warnings third-party code raises about other third-party code.
+NOT_ABOUT_THE_RUN = {
+    "log": [("lightning.pytorch.utilities.rank_zero", "💡 Tip:")],  # "try installing litlogger"
+    "warnings": [(r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)],  # Lightning on torch
+}
+
+
+class _DropLines:
+    """A logging filter that drops records whose message starts with ``start``."""
+
+    def __init__(self, start: str):
+        self.start = start
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+
+def quiet_console() -> None:
+    """Keep the console to the run: silence the lines of :data:`NOT_ABOUT_THE_RUN`."""
+    for name, start in NOT_ABOUT_THE_RUN["log"]:
+        logging.getLogger(name).addFilter(_DropLines(start))
+    for pattern, category in NOT_ABOUT_THE_RUN["warnings"]:
+        warnings.filterwarnings("ignore", message=pattern, category=category)
 
 
 def build_loggers(cfg: DictConfig, out_dir: Path, run_name: str, resuming: bool = False):
@@ -38,10 +66,13 @@ def build_loggers(cfg: DictConfig, out_dir: Path, run_name: str, resuming: bool 
 
     loggers = [CSVLogger(save_dir=str(out_dir), name="csv", version=csv_version(out_dir, resuming))]
     if cfg.logger.kind == "wandb":
-        loggers.append(WandbLogger(
+        wandb_logger = WandbLogger(
             project=cfg.logger.project, group=cfg.logger.group, tags=list(cfg.logger.tags),
-            name=run_name, save_dir=str(out_dir), id=wandb_run_id(out_dir, resuming), resume="allow",
-            config=OmegaConf.to_container(cfg, resolve=True)))
+            name=run_name, save_dir=str(out_dir), id=wandb_run_id(out_dir, resuming),
+            resume="allow" if resuming else None, config=OmegaConf.to_container(cfg, resolve=True))
+        # Lightning always passes wandb ``anonymous`` (None), a setting wandb has deprecated and warns about
+        vars(wandb_logger).get("_wandb_init", {}).pop("anonymous", None)
+        loggers.append(wandb_logger)
     return loggers
 
 
@@ -84,16 +115,17 @@ def build(cfg: DictConfig):
 
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
-    L.seed_everything(cfg.seed, workers=True)  # seeds torch and, through it, XConv's generator
-    datamodule = _instantiate(cfg.data, seed=cfg.seed)
+    # Seeds torch and, through it, XConv's generator (quietly: the seed is in summary.json)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = _instantiate(cfg.data, "data", seed=cfg.seed)
     datamodule.check()
-    model = _instantiate(cfg.model)
+    model = _instantiate(cfg.model, "model")
     if cfg.probes > 0 or cfg.relu == "bit":
         xconv.convert(model, probes=cfg.probes, probe=cfg.probe, relu=cfg.relu == "bit",
                       skip=list(cfg.model.get("exact_layers") or []))
     # Recompute sequential parts in backward; budget:<bytes> plans at the first training step (xconv/planner.py)
     xconv.checkpoint_sequential(model, cfg.get("checkpoint", "none"), measure_recompute=True)
-    task = _instantiate(cfg.task, model=model)
+    task = _instantiate(cfg.task, "task", model=model)
     return datamodule, model, task
 
 
@@ -194,8 +226,6 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
 
 def run_job(cfg: DictConfig) -> dict:
     """One job: every setting checked first (a bad one raises SettingsError), then train and test."""
-    from hydra.errors import InstantiationException
-
     from xconv_harness.resume import check_resume_settings
     from xconv_harness.data import DatasetNotFound
     from xconv_harness.validate import ConfigError, validate
@@ -206,12 +236,8 @@ def run_job(cfg: DictConfig) -> dict:
         validate(cfg)
         check_resume_settings(cfg)
         parts = build(cfg)
-    except (ConfigError, DatasetNotFound, ValueError) as error:
+    except (ConfigError, DatasetNotFound, ValueError) as error:  # ConfigError: also a constructor's refusal
         raise SettingsError(str(error)) from error
-    except InstantiationException as error:
-        if not isinstance(error.__cause__, (ValueError, TypeError)):
-            raise
-        raise SettingsError(str(error.__cause__)) from error
     launch.use_ddp_child_command()  # trainer.strategy=ddp: children run this job, in this folder
     with launch.ddp_job():
         try:
@@ -221,11 +247,27 @@ def run_job(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
-def main(cfg: DictConfig):
+def hydra_main(cfg: DictConfig):
     from xconv_harness.job_reporting import reporting_errors
 
     with reporting_errors():  # exit 2: settings, 3: non-finite; a multirun records a failure and goes on
         return run_job(cfg)
+
+
+def main() -> None:
+    """``python -m xconv.run``: a command line that cannot run ends here, in one ``error:`` line with
+    exit code 2 and no run folder (tasks/cli_errors.py); one that can goes to Hydra."""
+    quiet_console()
+    # Lightning, imported by the check, sees a root handler and so logs through Hydra's (run.log) later
+    placeholder = logging.NullHandler()
+    logging.getLogger().addHandler(placeholder)
+    try:
+        from xconv_harness.cli_errors import refuse_bad_command_line
+
+        refuse_bad_command_line(sys.argv[1:])
+    finally:
+        logging.getLogger().removeHandler(placeholder)
+    hydra_main()
 
 
 if __name__ == "__main__":

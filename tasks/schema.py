@@ -23,8 +23,10 @@ the ``model.in_channels`` that points at it.
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
+import re
 import typing
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -35,7 +37,7 @@ from . import config_nodes, schedules
 from .config_files import CONFIG_FILE
 from .errors import ConfigError
 from .config_nodes import constructor_keys
-from .rules import POSITIVE, Choice, ChoiceOf, Either, Flag, Integer, ListOf, Number, Rule, Text
+from .rules import POSITIVE, SEED, Choice, ChoiceOf, Either, Flag, Integer, ListOf, Number, Rule, Text
 
 RELU_MODES = ("exact", "bit")
 DEVICES = ("auto", "cpu", "cuda", "gpu", "mps")
@@ -78,7 +80,7 @@ RULES: dict[str, Rule] = {
     "probes": Integer(least=0, note=" (0 = exact backprop)"),
     "probe": ChoiceOf(current=lambda: xconv.PROBE_KINDS),  # probe kinds registered now
     "relu": Choice(options=RELU_MODES),
-    "seed": Integer(),
+    "seed": SEED,
     "device": Choice(options=DEVICES),
     "threads": Integer(least=1, null="torch's default"),
     "out_dir": Text(),
@@ -281,8 +283,7 @@ def settings(node: DictConfig, path: str = ""):
     for key in node.keys():
         full = f"{path}.{key}" if path else str(key)
         if key not in allowed:
-            raise ConfigError(f"{full}={_quiet_value(node, key)!r}: unknown key; {_section_name(path, node)} "
-                              f"takes {', '.join(sorted(allowed - {'hydra'}))}")
+            raise ConfigError(unknown_key_message(full, _quiet_value(node, key), path, node, allowed))
         if full == "hydra":
             continue
         if full in SECTIONS or full in ("task.optimizer", "task.scheduler"):
@@ -290,6 +291,17 @@ def settings(node: DictConfig, path: str = ""):
             yield from settings(node[key], full)
         else:
             yield full, node, key
+
+
+def unknown_key_message(full: str, value, path: str, node, allowed, near=()) -> str:
+    """``<full>=<value>: unknown key; <section> takes <keys> (did you mean <key>?)``: ``near`` are keys
+    elsewhere in the config it may be meant for, else the section's closest key is suggested."""
+    keys = sorted(set(allowed) - {"hydra"})
+    leaf = full[len(path) + 1:] if path else full
+    near = list(near) or [f"{path}.{key}" if path else key
+                          for key in difflib.get_close_matches(leaf.split(".")[0], keys, n=1)]
+    hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+    return f"{full}={value!r}: unknown key; {_section_name(path, node)} takes {', '.join(keys)}{hint}"
 
 
 def _section_name(path: str, node) -> str:
@@ -314,6 +326,29 @@ def _missing(path: str, section) -> None:
 def _require_mapping(path: str, parent, key) -> None:
     if key in parent and not isinstance(parent._get_node(key), DictConfig):
         raise ConfigError(f"{path}={_quiet_value(parent, key)!r}: must be a mapping of {path} settings")
+
+
+_REFERENCE = re.compile(r"^\$\{(\.*)([A-Za-z_][\w.]*)\}$")  # ${data.image_size}, ${.size}
+
+
+def source_key(cfg, key: str) -> str:
+    """The key a user sets to change ``key``: ``key`` itself, or, if its value is a plain reference
+    (``${data.image_size}``, ``${.size}``), the key that reference leads to in the end."""
+    seen = set()
+    while key not in seen:
+        seen.add(key)
+        section, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, section) if section else cfg
+        raw = parent._get_node(leaf)._value() if isinstance(parent, DictConfig) and leaf in parent else None
+        match = _REFERENCE.match(raw) if isinstance(raw, str) else None
+        if match is None:
+            return key
+        dots, target = match.groups()
+        if dots:  # one dot: the same section; each further dot: one section up
+            parts = section.split(".") if section else []
+            target = ".".join([*parts[:len(parts) - len(dots) + 1], target])
+        key = target
+    return key
 
 
 _UNRESOLVABLE_HERE = object()

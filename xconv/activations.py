@@ -11,24 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .bits import pack_bits, unpack_bits
+
 __all__ = ["pack_bits", "unpack_bits", "BitReLU", "BitLeakyReLU"]
-
-_BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
-
-
-def pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """Pack a bool tensor into ``ceil(numel / 8)`` bytes (flattened order)."""
-    bits = mask.reshape(-1).to(torch.uint8)
-    bits = F.pad(bits, (0, -bits.numel() % 8))
-    weights = _BIT_WEIGHTS.to(bits.device)
-    return (bits.view(-1, 8) * weights).sum(dim=1, dtype=torch.uint8)  # (ceil(n/8),)
-
-
-def unpack_bits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Inverse of :func:`pack_bits`: a bool tensor of ``shape``."""
-    weights = _BIT_WEIGHTS.to(packed.device)
-    bits = (packed.unsqueeze(1) & weights) != 0  # (ceil(n/8), 8)
-    return bits.reshape(-1)[: shape.numel()].view(shape)
 
 
 class _SignMaskActivation(torch.autograd.Function):

@@ -53,8 +53,12 @@ class SplitDataModule(L.LightningDataModule):
         if shuffle:  # training: an order that depends on (seed, epoch) only and resumes mid-epoch
             return resumable_loader(dataset, batch_size=batch_size, shuffle=True, seed=self.seed,
                                     num_workers=self.num_workers)
+        workers = self.num_workers > 0
+        # Persistent workers start once per run (a resumed run starts them again): the loader's own
+        # generator, not torch's global stream, seeds them, so a resumed run's global stream matches.
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=self.num_workers,
-                          drop_last=False, persistent_workers=self.num_workers > 0)
+                          drop_last=False, persistent_workers=workers,
+                          generator=torch.Generator().manual_seed(self.seed) if workers else None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits[0], True, self.batch_size)

@@ -17,13 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
-from ..rules import Choice, Flag, Text
+from ..rules import Choice, DeliveredSide, Flag, Text
 from .base import FILE_RULES, SPLIT_RULES, DatasetNotFound, SplitDataModule, split_indices, take
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "digits")
+# Per-dataset image shape (channels, side, side); digits are resized to 28x28.
+IMAGE_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "digits": (1, 28, 28)}
 # Per-dataset (mean, std) per channel, for normalisation.
 NORMALISATION = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
@@ -154,9 +156,15 @@ class ClassificationData(SplitDataModule):
         self.download, self.val_fraction, self.augment = download, val_fraction, augment
         self.train_subset, self.test_subset = train_subset, test_subset
 
+    @staticmethod
+    def delivered_side(section: dict) -> DeliveredSide:
+        """The dataset's own side: ``data.image_size`` only describes it (models are built for it)."""
+        shape = IMAGE_SHAPES.get(section.get("dataset"))
+        return DeliveredSide("dataset", shape[-1] if shape else None)
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return (3, 32, 32) if self.dataset == "cifar10" else (1, 28, 28)
+        return IMAGE_SHAPES[self.dataset]
 
     @property
     def num_classes(self) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..rules import POSITIVE, Choice, Integer, ListOf, Number, Text, require_int
+from ..rules import POSITIVE, Choice, DeliveredSide, Integer, ListOf, Number, Text, require_int
 from .base import SIDE, DatasetNotFound, SplitDataModule
 from .masks import MASKS, make_mask
 
@@ -125,6 +125,16 @@ class SuperResolutionData(PhotoData):
         super().__init__(**options)
         require_int("data.scale_factor", scale_factor, 2)
         self.scale_factor = scale_factor
+
+    @staticmethod
+    def delivered_side(section: dict) -> DeliveredSide:
+        """``size`` cropped to a multiple of ``scale_factor`` (as :meth:`photo` crops it)."""
+        size, factor = section.get("size"), section.get("scale_factor")
+        if size is None or not isinstance(factor, int) or factor < 1:
+            return DeliveredSide("size", None)
+        side = size - size % factor
+        return DeliveredSide("size", side, "" if side == size else
+                             f", after the crop to a multiple of data.scale_factor={factor} (here {side})")
 
     def photo(self):
         photo = super().photo()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ..rules import POSITIVE, Integer
+from ..rules import POSITIVE, Integer, Side
 
 # The keys both networks take.
 CLASSIFIER_RULES = {"in_channels": POSITIVE, "num_classes": Integer(least=2), "image_size": POSITIVE}
@@ -17,6 +17,10 @@ class MnistNet(nn.Module):
     """
 
     CONFIG_RULES = CLASSIFIER_RULES
+
+    @staticmethod
+    def input_side_rule(section: dict) -> Side:
+        return Side(least=8, why="MnistNet halves it with three 2x max-pools")
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28):
         super().__init__()
@@ -37,6 +41,10 @@ class CifarNet(nn.Module):
     3->16->32, avg-pool, 32->32->32, avg-pool, FC(2048->10) at 32x32."""
 
     CONFIG_RULES = CLASSIFIER_RULES
+
+    @staticmethod
+    def input_side_rule(section: dict) -> Side:
+        return Side(least=4, why="CifarNet halves it with two 2x average-pools")
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32):
         super().__init__()

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..rules import POSITIVE, Choice, Flag, Integer, ListOf
+from ..rules import POSITIVE, Choice, Flag, Integer, ListOf, Side
 
 PADDING_MODES = ("reflect", "zeros", "replicate", "circular")
 UPSAMPLE_MODES = ("bilinear", "nearest")
@@ -89,7 +89,7 @@ class SkipNet(nn.Module):
 
     The input sides must be at least ``2 ** (scales + 1)`` and should be
     divisible by ``2 ** scales``; other sizes work (upsampled maps are cropped)
-    but the border rows are then unbalanced.
+    but the border rows are then unbalanced, so the harness refuses them (``input_side_rule``).
     """
 
     CONFIG_RULES = {"in_channels": POSITIVE, "out_channels": POSITIVE,
@@ -98,6 +98,13 @@ class SkipNet(nn.Module):
                     "channels_skip": ListOf(item=Integer(least=0), least_items=1),
                     "upsample": Choice(options=UPSAMPLE_MODES), "padding": Choice(options=PADDING_MODES),
                     "activation": Choice(options=tuple(ACTIVATIONS)), "sigmoid": Flag()}
+
+    @staticmethod
+    def input_side_rule(section: dict) -> Side:
+        """Every scale halves the side; BatchNorm needs more than one value per channel at the coarsest."""
+        scales = len(section.get("channels_down") or ())
+        return Side(multiple=2 ** scales, least=2 ** (scales + 1),
+                    why=f"SkipNet with {scales} scales halves it {scales} times")
 
     def __init__(self, in_channels: int = 32, out_channels: int = 3,
                  channels_down: Sequence[int] = (128, 128, 128, 128, 128),

@@ -14,11 +14,9 @@ import numpy as np
 from PIL import Image
 
 
-
-
-def run_cli(run_dir: Path, *overrides: str, multirun: bool = False, timeout: int = 300):
+def run_cli(run_dir: Path, *overrides: str, multirun: bool = False, timeout: int = 300, wandb_silent: bool = True):
     """``python -m xconv.run`` in a subprocess; returns the CompletedProcess."""
-    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true" if wandb_silent else "false")
     folder = f"hydra.sweep.dir={run_dir}" if multirun else f"hydra.run.dir={run_dir}"
     command = [sys.executable, "-m", "xconv.run", *(["-m"] if multirun else []), folder, *overrides]
     return subprocess.run(command, cwd=run_dir.parent, env=env, capture_output=True, text=True,

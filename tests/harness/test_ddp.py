@@ -100,3 +100,35 @@ def test_a_ddp_child_runs_its_parents_job_alone_in_its_folder(hydra_job):
                            "hydra.job.name=train_ddp_process_1", "hydra.output_subdir=null"]
     assert "-m" not in command[3:]  # a single run, not the sweep again
     assert cwd == HydraConfig.get().runtime.cwd
+
+
+# The non-finite guard decides for all processes ----------------------------------------------------
+def guarded_ddp_run(run_dir, mode: str):
+    """2 DDP processes, step 2: only process 1's loss is NaN (its gradients, and everything else, finite)."""
+    from hooked_run import NAN_LOSS, RECORD, run_hooked
+
+    return run_hooked(run_dir, *SMALL, *DDP, "logger=none", f"nonfinite={mode}", "ckpt_every_n_steps=1",
+                      faults={NAN_LOSS: "1@2", RECORD: "1"}, timeout=300)
+
+
+def test_nonfinite_stop_ends_every_process_at_the_same_step(tmp_path):
+    run_dir = tmp_path / "run"
+    result = guarded_ddp_run(run_dir, "stop")
+    assert result.returncode == 3, result.stderr[-3000:]
+    errors = sorted(line for line in result.stderr.splitlines() if line.startswith("error: "))
+    assert len(errors) == 2, result.stderr[-3000:]  # one per process, the same step
+    assert errors[0].startswith("error: non-finite loss (nan) on process 1 at step 2 "), errors  # process 1's own
+    assert errors[1].startswith("error: non-finite loss on process 1 at step 2 "), errors  # process 0, told
+    assert [(run_dir / f"exit-rank{rank}.txt").read_text() for rank in (0, 1)] == ["3\n", "3\n"]
+    assert torch.load(last_checkpoint(run_dir), weights_only=True)["global_step"] == 2  # nobody stepped on
+
+
+def test_nonfinite_skip_skips_the_same_step_on_every_process(tmp_path):
+    run_dir = tmp_path / "run"
+    result = guarded_ddp_run(run_dir, "skip")
+    assert result.returncode == 0, result.stderr[-3000:]
+    weights = [torch.load(run_dir / f"weights-rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    for name, tensor in weights[0].items():
+        assert torch.equal(weights[1][name], tensor), name  # the processes still hold one model
+    assert read_summary(run_dir)["nonfinite"] == {"mode": "skip", "skipped_steps": 1, "skipped": [
+        {"step": 2, "epoch": 0, "batch": 2, "loss_finite": True, "first_nonfinite_grad": None, "processes": [1]}]}

@@ -82,7 +82,7 @@ def test_skip_drops_the_bad_step_counts_it_and_goes_on():
     assert guard.summary_fields()["nonfinite"] == {
         "mode": "skip", "skipped_steps": 1,
         "skipped": [{"step": BAD_STEP, "epoch": 0, "batch": BAD_STEP, "loss_finite": True,
-                     "first_nonfinite_grad": "model.2.weight"}]}
+                     "first_nonfinite_grad": "model.2.weight", "processes": [0]}]}
 
 
 def test_a_clean_run_is_untouched_and_a_bad_mode_is_refused():

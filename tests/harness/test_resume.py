@@ -74,6 +74,33 @@ def test_the_loader_resumes_mid_epoch_with_the_remaining_batches():
     assert len([batch for batch in resumed]) == len(expected)
 
 
+class RandomDraws(torch.utils.data.Dataset):
+    """Item i: i and one draw of each of torch's, NumPy's and Python's global streams."""
+
+    def __len__(self):
+        return 20
+
+    def __getitem__(self, index):
+        return torch.tensor([index, torch.rand(()).item(), np.random.rand(), random.random()], dtype=torch.float64)
+
+
+def epoch_draws(workers: int, resume_after: int = 0, epoch: int = 1) -> torch.Tensor:
+    loader = resumable_loader(RandomDraws(), batch_size=4, shuffle=True, seed=1, num_workers=workers)
+    if resume_after:
+        loader.load_state_dict({"epoch": epoch, "batches": resume_after})
+    loader.sampler.set_epoch(epoch)
+    return torch.cat(list(loader))
+
+
+def test_with_workers_a_samples_random_draws_depend_on_seed_epoch_and_place_only():
+    """Whatever the number of workers and wherever the epoch resumes, a sample draws the same numbers."""
+    whole = epoch_draws(workers=2)
+    assert torch.equal(epoch_draws(workers=1), whole)
+    assert torch.equal(epoch_draws(workers=2, resume_after=2), whole[8:])
+    assert len(set(whole[:, 1].tolist())) == len(whole)  # every sample its own draws
+    assert not torch.equal(epoch_draws(workers=2, epoch=2)[:, 1:].sort(0).values, whole[:, 1:].sort(0).values)
+
+
 # Random streams --------------------------------------------------------------------------------
 def draw_from_every_stream() -> list:
     layer = xconv.XConv2d(2, 2, 3, probes=2)
@@ -119,48 +146,49 @@ def final_state(out_dir) -> dict:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """Final checkpoints of uninterrupted runs, by scheduler."""
+    """Final checkpoints of uninterrupted runs, by their overrides."""
     finals = {}
 
-    def get(scheduler: str) -> dict:
-        if scheduler not in finals:
-            out_dir = tmp_path_factory.mktemp(f"uninterrupted-{scheduler}")
-            harness.run(small_run_config(out_dir, f"scheduler@task.scheduler={scheduler}"))
-            finals[scheduler] = final_state(out_dir)
-        return finals[scheduler]
+    def get(*overrides: str) -> dict:
+        if overrides not in finals:
+            out_dir = tmp_path_factory.mktemp("uninterrupted")
+            harness.run(small_run_config(out_dir, *overrides))
+            finals[overrides] = final_state(out_dir)
+        return finals[overrides]
     return get
 
 
-def interrupt(out_dir, steps: int, schedule: str, monkeypatch) -> None:
+def interrupt(out_dir, steps: int, overrides: list[str], monkeypatch) -> None:
     """A run that crashes after ``steps`` steps."""
     with monkeypatch.context() as patch:
         build_callbacks = harness.build_callbacks
         patch.setattr(harness, "build_callbacks", lambda cfg, out: [*build_callbacks(cfg, out), InterruptAfter(steps)])
         with pytest.raises(Interrupted):
-            harness.run(small_run_config(out_dir, schedule))
+            harness.run(small_run_config(out_dir, *overrides))
 
 
-@pytest.mark.parametrize("stop,steps,scheduler", [
-    ("crash", 9, "plateau"),          # mid-epoch 2: resumes from step 8, 2 batches into the epoch
-    ("crash", 13, "plateau"),         # after an epoch's end: from the next epoch's first batch (step 13)
-    ("crash", 9, "warmup_cosine"),    # a per-step schedule that reads trainer.estimated_stepping_batches
-    ("max_steps", 9, "plateau"),      # a run stopped by trainer.max_steps mid-epoch, then extended
+@pytest.mark.parametrize("stop,steps,scheduler,workers", [
+    ("crash", 9, "plateau", 0),          # mid-epoch 2: resumes from step 8, 2 batches into the epoch
+    ("crash", 13, "plateau", 0),         # after an epoch's end: from the next epoch's first batch (step 13)
+    ("crash", 9, "warmup_cosine", 0),    # a per-step schedule that reads trainer.estimated_stepping_batches
+    ("max_steps", 9, "plateau", 0),      # a run stopped by trainer.max_steps mid-epoch, then extended
+    ("crash", 9, "plateau", 2),          # the augmentation drawn in two worker processes
 ])
 def test_an_interrupted_and_resumed_run_ends_exactly_like_an_uninterrupted_one(
-        tmp_path, monkeypatch, uninterrupted, stop, steps, scheduler):
-    expected = uninterrupted(scheduler)
+        tmp_path, monkeypatch, uninterrupted, stop, steps, scheduler, workers):
+    overrides = [f"scheduler@task.scheduler={scheduler}", f"data.num_workers={workers}"]
+    expected = uninterrupted(*overrides)
     out_dir = tmp_path / "run"
-    schedule = f"scheduler@task.scheduler={scheduler}"
     if stop == "crash":
-        interrupt(out_dir, steps, schedule, monkeypatch)
+        interrupt(out_dir, steps, overrides, monkeypatch)
     else:
-        harness.run(small_run_config(out_dir, schedule, f"trainer.max_steps={steps}"))
+        harness.run(small_run_config(out_dir, *overrides, f"trainer.max_steps={steps}"))
     left = final_state(out_dir)
     assert steps - 2 < left["global_step"] <= steps  # a checkpoint from the last two steps
     position = left["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     assert 0 < position["batches"] < STEPS_PER_EPOCH  # taken mid-epoch
 
-    summary = harness.run(small_run_config(out_dir, schedule, "ckpt_path=last"))
+    summary = harness.run(small_run_config(out_dir, *overrides, "ckpt_path=last"))
     assert summary["resumed_from"] == str(last_checkpoint(out_dir))
     final = final_state(out_dir)
     assert final["global_step"] == expected["global_step"] == EPOCHS * STEPS_PER_EPOCH

@@ -1,5 +1,6 @@
-"""The harness through its real CLI: runs, summaries, multirun, bad input."""
+"""The harness through its real CLI: runs, summaries, multirun, bad input, a quiet console."""
 import math
+import re
 
 import pytest
 
@@ -90,7 +91,59 @@ def test_bad_input_is_a_clear_error_before_training(tmp_path, override, fragment
     assert not (run_dir / "summary.json").exists()
 
 
-def test_unknown_task_names_the_key_and_the_choices(tmp_path):
+def error_lines(result) -> list[str]:
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_unknown_task_is_one_line_with_the_choices(tmp_path):
     result = run_cli(tmp_path / "run", "task=foo")
-    assert result.returncode != 0
-    assert "task/foo" in result.stderr and "classification" in result.stderr
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        "error: task='foo': must be one of classification, generative, inpainting, segmentation, superres"]
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_bad_value_in_a_sweep_is_refused_before_any_job_runs(tmp_path):
+    result = run_cli(tmp_path / "sweep", "task=classification", "probes=0,-1", multirun=True)
+    assert result.returncode == 2
+    assert error_lines(result) == ["error: probes=-1: must be an integer >= 0 (0 = exact backprop)"]
+    assert not any(tmp_path.iterdir())  # no sweep folder: no job ran
+
+
+def test_a_setting_a_constructor_refuses_after_the_checks_is_named_in_one_line(tmp_path):
+    """norm_groups=7 is a positive integer (its rule), but DiffusionUNet needs it to divide every width:
+    refused while building, before training, and the folder Hydra made goes again."""
+    result = run_cli(tmp_path / "run", "task=generative", "data=digits", "model.norm_groups=7")
+    assert result.returncode == 2
+    assert error_lines(result) == ["error: model.norm_groups=7: must divide every width in "
+                                   "model.block_channels=[16, 32, 64]"]
+    assert not (tmp_path / "run").exists()
+
+
+# A warning on the console: a Python warning ("<file>.py:<line>: ..."), or any line saying "warn".
+WARNING_LINE = re.compile(r"warn|\.py:\d+: ", re.IGNORECASE)
+# Lines that are not about the run, silenced by the harness (tasks/run.py quiet_console, build_loggers).
+NOISE = ["anonymous setting", "`resume` will be ignored", "litlogger", "LeafSpec"]
+
+
+def warning_lines(output: str) -> list[str]:
+    return [line for line in re.split(r"[\r\n]+", output) if WARNING_LINE.search(line)]
+
+
+def test_the_main_job_prints_at_most_three_warning_lines(tmp_path):
+    """``task=segmentation probes=16``, shortened: several layers are capped, in one warning line;
+    wandb (not silenced here) and Lightning add no warnings that are not about the run."""
+    run_dir = tmp_path / "run"
+    result = run_cli(run_dir, "task=segmentation", "probes=16", "trainer.max_epochs=1", "data.train_count=4",
+                     "data.batch_size=4", "data.val_count=4", "data.test_count=4", "data.eval_batch_size=4",
+                     wandb_silent=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    lines = warning_lines(output)
+    assert len(lines) <= 3, lines
+    assert not [noise for noise in NOISE if noise in output]
+    assert len([line for line in lines if "ProbeCapWarning" in line]) == 1, lines
+    caps = read_summary(run_dir)["probe_caps"]
+    assert len(caps) > 1 and all(cap["layer"] in output for cap in caps)  # every capped layer, in one line
+    assert "Epoch 0: 100%" in output  # the progress bars stay

@@ -120,3 +120,96 @@ def test_rules_are_declared_beside_the_constructors_that_take_the_keys():
     assert rules["batch_size"].allowed == "an integer >= 1"  # from the base class SplitDataModule
     assert set(SegmentationTask.CONFIG_RULES) <= set(schema.allowed_keys(
         "task", {"_target_": "xconv_harness.segmentation.SegmentationTask"}))
+
+
+def test_the_seed_is_refused_outside_what_numpy_and_lightning_accept():
+    assert refusal("seed=-1") == "seed=-1: must be an integer in [0, 4294967295]"
+    assert refusal("seed=4294967296").startswith("seed=4294967296: must be an integer in [0, 4294967295]")
+    validate(compose_config("seed=4294967295"))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["task=segmentation", "data.image_size=7"],
+     "data.image_size=7: must be a multiple of 32 (smp_unet with encoder_depth 5 halves it 5 times)"),
+    (["task=segmentation", "data=oxford_pet", "data.image_size=100"],
+     "data.image_size=100: must be a multiple of 32 (smp_unet with encoder_depth 5 halves it 5 times)"),
+    (["task=superres", "data.size=100"],
+     "data.size=100: must be a multiple of 32 and at least 64 (SkipNet with 5 scales halves it 5 times)"),
+    (["task=superres", "data.size=100", "data.scale_factor=3"],
+     "data.size=100: must be a multiple of 32 and at least 64 (SkipNet with 5 scales halves it 5 times), "
+     "after the crop to a multiple of data.scale_factor=3 (here 99)"),
+    (["task=inpainting", "data.size=32"],
+     "data.size=32: must be a multiple of 32 and at least 64 (SkipNet with 5 scales halves it 5 times)"),
+    (["task=inpainting", "model.channels_down=[8,8,8]", "model.channels_up=[8,8,8]", "model.channels_skip=[4,4,4]",
+      "data.size=36"], "data.size=36: must be a multiple of 8 and at least 16 (SkipNet with 3 scales halves it 3 times)"),
+    (["task=classification", "data.image_size=7"],
+     "data.image_size=7: must be 28, the side of the images data (fashion_mnist) delivers"),
+    (["task=classification", "data=cifar10", "model=cifar_net", "model.image_size=28"],
+     "model.image_size=28: must be 32, the side of the images data (cifar10) delivers"),
+])
+def test_image_sizes_the_model_cannot_take_are_refused_naming_the_key_set(overrides, message):
+    assert refusal(*overrides) == message
+
+
+@pytest.mark.parametrize("overrides", [
+    ["task=segmentation", "data.image_size=96"], ["task=superres", "data.size=97", "data.scale_factor=3"],
+    ["task=inpainting", "data.size=64"], ["task=superres", "data.size=null"], ["task=generative", "data=digits"],
+])
+def test_image_sizes_the_model_takes_pass(overrides):
+    validate(compose_config(*overrides))
+
+
+def test_the_unet_side_rule_is_where_every_encoder_stage_halves_the_side_exactly():
+    import torch
+
+    from xconv_harness.models.segmentation import ENCODER_DEPTH, smp_unet
+
+    model = smp_unet("resnet18", 3, 2).eval()
+    assert ENCODER_DEPTH == model.encoder._depth
+    rule = smp_unet.input_side_rule({})
+    with torch.no_grad():
+        for side in (7, 31, 32, 48, 64, 80, 96):
+            sides = [feature.shape[-1] for feature in model.encoder(torch.zeros(1, 3, side, side))]
+            exact = all(found * 2 ** level == side for level, found in enumerate(sides))
+            assert rule.accepts(side) == exact, (side, sides)
+
+
+def test_the_skip_net_side_rule_is_where_it_runs_and_every_scale_halves_exactly():
+    import torch
+
+    from xconv_harness.models.dip import SkipNet
+
+    model = SkipNet(in_channels=2, out_channels=3, channels_down=[4] * 3, channels_up=[4] * 3, channels_skip=[1] * 3)
+    rule = SkipNet.input_side_rule({"channels_down": [4] * 3})
+    assert rule.allowed.startswith("a multiple of 8 and at least 16")
+    for side in (8, 12, 15, 16, 20, 24, 32):
+        try:
+            runs = model(torch.zeros(1, 2, side, side)).shape[-1] == side
+        except ValueError:  # BatchNorm needs more than one value per channel at the coarsest scale
+            runs = False
+        assert rule.accepts(side) == (runs and side % 8 == 0), side
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+@pytest.mark.parametrize("name", ["MnistNet", "CifarNet"])
+def test_the_classifier_side_rules_are_where_pooling_leaves_features(name):
+    from xconv_harness.models import classification
+
+    network = getattr(classification, name)
+    for side in range(1, 40):
+        features = network(image_size=side).classifier[1].in_features
+        assert network.input_side_rule({}).accepts(side) == (features > 0), (name, side)
+
+
+def test_a_constructor_refusal_names_the_argument_it_can_be_pinned_on():
+    from xconv_harness import config_nodes
+
+    unet = {"_target_": "xconv_harness.models.segmentation.smp_unet", "name": "smp_unet", "encoder": "resnet999",
+            "in_channels": 3, "classes": 6}
+    with pytest.raises(ConfigError, match=r"^model\.encoder='resnet999': xconv_harness\.models\.segmentation\.smp_unet "
+                                          r"refused it \(KeyError: Wrong encoder name `resnet999`"):
+        config_nodes.instantiate(unet, "model")  # smp's own error, had the rule not refused it first
+    conv = {"_target_": "torch.nn.Conv2d", "name": "conv", "in_channels": 1, "out_channels": 2, "kernel_size": 3,
+            "stride": 1, "padding_mode": "bogus"}
+    with pytest.raises(ConfigError, match=r"^model\.padding_mode='bogus': torch\.nn\.Conv2d refused it \(ValueError"):
+        config_nodes.instantiate(conv, "model")
