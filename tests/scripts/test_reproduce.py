@@ -1,0 +1,51 @@
+"""scripts/reproduce.py: every listed command is one the harness accepts, and --list runs nothing."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from xconv_harness.cli_errors import first_problem
+from xconv_harness.studies import reproduce
+
+
+@pytest.mark.parametrize("table", list(reproduce.TABLES))
+def test_every_sweep_of_every_table_is_accepted_by_the_harness(table):
+    """The overrides of each sweep compose and validate (every swept value), as `python -m xconv.run -m` checks
+    them before it makes a folder; an experiment file per table exists."""
+    for command in reproduce.commands([table]):
+        if "xconv.run" not in command:
+            continue
+        overrides = command[command.index("-m", 2) + 1:]
+        assert first_problem(overrides, multirun=True) is None, (table, overrides)
+
+
+def test_a_bad_override_in_a_sweep_would_be_caught():
+    """The check above can fail: a sweep with a key the config lacks is refused."""
+    assert first_problem(["experiment=cpu_segmentation", "prbes=0,16"], multirun=True) is not None
+
+
+def test_list_prints_each_sweep_then_the_table_and_runs_nothing(tmp_path):
+    out = subprocess.run([sys.executable, "scripts/reproduce.py", "--list", "--root", str(tmp_path), "cpu_segmentation"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    commands = [line for line in out if not line.startswith("#")]
+    sweeps = reproduce.TABLES["cpu_segmentation"].sweeps
+    assert len(commands) == len(sweeps) + 1
+    assert all(line.startswith("python -m xconv.run -m experiment=cpu_segmentation") for line in commands[:-1])
+    assert commands[-1] == f"python scripts/make_tables.py {tmp_path / 'cpu_segmentation'} --copy-runs"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_table_is_refused_in_one_line():
+    result = subprocess.run([sys.executable, "scripts/reproduce.py", "--list", "table9"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("reproduce.py: error: table=table9: not a table")
+
+
+def test_a_finished_sweep_is_recognised_from_its_report(tmp_path):
+    assert not reproduce.finished(tmp_path)
+    (tmp_path / "multirun_report.json").write_text('{"jobs": 2, "completed": 1}')
+    assert not reproduce.finished(tmp_path)
+    (tmp_path / "multirun_report.json").write_text('{"jobs": 2, "completed": 2}')
+    assert reproduce.finished(tmp_path)
