@@ -120,9 +120,12 @@ def build(cfg: DictConfig):
     datamodule = _instantiate(cfg.data, "data", seed=cfg.seed)
     datamodule.check()
     model = _instantiate(cfg.model, "model")
-    if cfg.probes > 0 or cfg.relu == "bit":
-        xconv.convert(model, probes=cfg.probes, probe=cfg.probe, relu=cfg.relu == "bit",
+    if cfg.probes > 0 or cfg.relu == "bit" or cfg.activations != "exact":
+        xconv.convert(model, probes=cfg.probes, probe=cfg.probe, relu=cfg.relu == "bit", activations=cfg.activations,
                       skip=list(cfg.model.get("exact_layers") or []))
+        if not cfg.probe_cap:  # keep every layer's probes, as the paper does (xconv.layers: fallback)
+            for _, layer in xconv.xconv_layers(model):
+                layer.fallback = False
     # Recompute sequential parts in backward; budget:<bytes> plans at the first training step (xconv/planner.py)
     xconv.checkpoint_sequential(model, cfg.get("checkpoint", "none"), measure_recompute=True)
     task = _instantiate(cfg.task, "task", model=model)

@@ -80,6 +80,7 @@ RULES: dict[str, Rule] = {
     "probes": Integer(least=0, note=" (0 = exact backprop)"),
     "probe": ChoiceOf(current=lambda: xconv.PROBE_KINDS),  # probe kinds registered now
     "relu": Choice(options=RELU_MODES),
+    "activations": Choice(options=xconv.ACTIVATION_MODES),
     "seed": SEED,
     "device": Choice(options=DEVICES),
     "threads": Integer(least=1, null="torch's default"),

@@ -36,9 +36,11 @@ def build(cfg, *, model, trainer, device, metrics: dict, measured: dict, gradien
     return {
         "task": cfg.task.name, "data": cfg.data.name, "model": cfg.model.name,
         "gradient": {"mode": gradient_mode, "probes": cfg.probes,
-                     "probe": cfg.probe, "relu": cfg.relu, "checkpoint": cfg.get("checkpoint", "none"),
+                     "probe": cfg.probe, "relu": cfg.relu, "activations": cfg.activations, "checkpoint": cfg.get("checkpoint", "none"),
                      "checkpoint_plan": checkpoint_plan,
-                     "xconv_layers": [name for name, layer in xconv.xconv_layers(model) if layer.probes > 0]},
+                     "xconv_layers": [name for name, layer in xconv.xconv_layers(model) if layer.probes > 0],
+                     # per layer: calls that fell back to exact (sketch no smaller than the input)
+                     "fallbacks": xconv.memory.fallback_report(model)},
         "seed": cfg.seed,
         "metrics": metrics,
         **measured,

@@ -13,9 +13,9 @@ memory meters::
 from . import memory, planner, probes, rng
 from .activations import BitLeakyReLU, BitReLU
 from .checkpoint import checkpoint_sequential
-from .convert import convert, set_probes, unconvert, xconv_layers
+from .convert import ACTIVATION_MODES, convert, savers_for, set_probes, unconvert, xconv_layers
 from .layers import (XConv1d, XConv2d, XConv3d, XConvMixin, XConvTranspose1d, XConvTranspose2d,
-                     XConvTranspose3d)
+                     XConvTranspose3d, force_sketch)
 from .planner import BudgetError, plan_budget
 from .rng import get_rng_state, manual_seed, set_rng_state
 from .segments import CheckpointPlan, checkpoint_plan, parse_checkpoint_mode, uncheckpoint
@@ -25,9 +25,9 @@ __version__ = "0.1.0"
 __all__ = [
     "PROBE_KINDS", "XConv1d", "XConv2d", "XConv3d", "XConvTranspose1d", "XConvTranspose2d",
     "XConvTranspose3d", "XConvMixin", "BitReLU", "BitLeakyReLU", "convert", "unconvert",
-    "set_probes", "xconv_layers", "memory", "rng", "manual_seed", "get_rng_state",
+    "set_probes", "xconv_layers", "ACTIVATION_MODES", "savers_for", "memory", "rng", "manual_seed", "get_rng_state",
     "set_rng_state", "checkpoint_sequential", "uncheckpoint", "checkpoint_plan", "parse_checkpoint_mode",
-    "CheckpointPlan", "plan_budget", "BudgetError", "planner", "probes",
+    "CheckpointPlan", "plan_budget", "BudgetError", "planner", "probes", "force_sketch",
 ]
 
 

@@ -8,7 +8,6 @@ checkpoints remain compatible both ways.
 from __future__ import annotations
 
 import fnmatch
-import math
 import warnings
 from typing import Callable, Iterable, Union
 
@@ -16,20 +15,39 @@ import torch
 import torch.nn as nn
 
 from ._checks import check_probe_kind, check_probes
-from .activations import BIT_ACTIVATION_FOR, BitLeakyReLU, BitReLU
-from .layers import DEFAULT_PROBE, DEFAULT_PROBES, XCONV_FOR, XConvMixin
+from .activations import BIT_ACTIVATION_FOR
+from .compact import COMPACT_FOR
+from .lossless import LOSSLESS_FOR
+from .layers import DEFAULT_PROBE, DEFAULT_PROBES, XCONV_FOR, XConvMixin, sketch_saves_memory
 from .probes import probe_kind
 
-__all__ = ["convert", "unconvert", "set_probes", "xconv_layers"]
+__all__ = ["ACTIVATION_MODES", "convert", "unconvert", "set_probes", "xconv_layers", "savers_for"]
 
 Skip = Union[None, str, Iterable[str], Callable[[str, nn.Module], bool]]
 
+#: What ``activations=`` swaps, cumulatively: "lossless" keeps less with torch's gradients bit for bit
+#: (:mod:`xconv.activations`, :mod:`xconv.lossless`); "compact" adds savers that keep an approximation
+#: (:mod:`xconv.compact`: norms' x-hat in 8 bits, few-bit derivative codes of smooth activations).
+ACTIVATION_MODES = ("exact", "lossless", "compact")
+_SAVERS_FOR_MODE = {"exact": {}, "lossless": {**BIT_ACTIVATION_FOR, **LOSSLESS_FOR}}
+_SAVERS_FOR_MODE["compact"] = {**_SAVERS_FOR_MODE["lossless"], **COMPACT_FOR}
+
 _PLAIN_FOR = {xconv: plain for plain, xconv in XCONV_FOR.items()}
-_PLAIN_FOR.update({BitReLU: nn.ReLU, BitLeakyReLU: nn.LeakyReLU})
+_PLAIN_FOR.update({saver: plain for plain, saver in _SAVERS_FOR_MODE["compact"].items()})
+
+
+def savers_for(activations: str = "exact", relu: bool = False) -> dict[type, type]:
+    """The torch module classes ``convert(activations=..., relu=...)`` swaps (besides convolutions),
+    each mapped to the saver class that replaces it."""
+    if activations not in ACTIVATION_MODES:
+        raise ValueError(f"activations must be one of {', '.join(ACTIVATION_MODES)}, got {activations!r}")
+    if not isinstance(relu, bool):
+        raise TypeError(f"relu must be True or False, got {relu!r}")
+    return {**(BIT_ACTIVATION_FOR if relu else {}), **_SAVERS_FOR_MODE[activations]}
 
 
 def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFAULT_PROBE,
-            relu: bool = False, skip: Skip = None,
+            relu: bool = False, activations: str = "exact", skip: Skip = None,
             example_input: torch.Tensor | tuple | None = None) -> nn.Module:
     """Swap every ``nn.ConvNd``/``nn.ConvTransposeNd`` of ``model`` for its XConv layer.
 
@@ -38,12 +56,20 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
             :func:`set_probes`).
         probe: probe kind, a name in :data:`xconv.PROBE_KINDS` (see :mod:`xconv.probes`).
         relu: also swap ``nn.ReLU``/``nn.LeakyReLU`` for the 1-bit activations.
+        activations: what the other layers keep for backward (:data:`ACTIVATION_MODES`):
+            "exact" leaves them alone; "lossless" swaps (Leaky)ReLU, ReLU6, Hardtanh, max and
+            average pooling and dropout for savers that keep bits, offsets or shapes and give
+            torch's gradients bit for bit (includes ``relu=True``); "compact" also swaps norms
+            and smooth activations for savers that keep an approximation (x-hat in 8 bits,
+            derivative codes; input gradients unbiased or within a stated error).
+            ``probes=0, activations="lossless"`` is exact backprop with less memory.
         skip: layers to leave alone: a name pattern (``fnmatch``, matched against
             the qualified module name), a list of them, or a predicate
             ``skip(name, module) -> bool``.
         example_input: if given, ``model(example_input)`` is run once (no
-            gradients) to see each layer's input, and convolutions whose sketch
-            would not be smaller than their input are left exact.
+            gradients) to see each layer's inputs; convolutions none of whose calls
+            would sketch (a sketch no smaller than the input) are left plain. The
+            others are converted and decide call by call (never more than exact).
 
     Returns ``model`` (converted in place). Subclasses of the torch layers with a
     forward of their own are not converted (a warning names them).
@@ -51,8 +77,7 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert expects a torch.nn.Module, got {type(model).__name__}")
     probes, probe = check_probes(probes), check_probe_kind(probe)
-    if not isinstance(relu, bool):
-        raise TypeError(f"relu must be True or False, got {relu!r}")
+    savers = savers_for(activations, relu)
     should_skip = _skip_predicate(skip)
     unprofitable = _layers_without_saving(model, probes, probe, example_input)
 
@@ -66,9 +91,9 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
             module.set_xconv(probes=probes, probe=probe)
         elif isinstance(module, XConvMixin):
             module.set_xconv(probes=probes, probe=probe)
-        elif relu and kind in BIT_ACTIVATION_FOR:
-            module.__class__ = BIT_ACTIVATION_FOR[kind]
-        elif isinstance(module, tuple(XCONV_FOR)) or (relu and isinstance(module, tuple(BIT_ACTIVATION_FOR))):
+        elif kind in savers:
+            module.__class__ = savers[kind]
+        elif isinstance(module, (*XCONV_FOR, *savers)) and kind not in _PLAIN_FOR:
             foreign.append(f"{name or '<root>'} ({kind.__name__})")
     if foreign:
         warnings.warn("xconv.convert left these subclasses of torch layers unconverted (their own "
@@ -77,12 +102,13 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
 
 
 def unconvert(model: nn.Module) -> nn.Module:
-    """Undo :func:`convert` in place: every XConv/1-bit module becomes its torch layer."""
+    """Undo :func:`convert` in place: every XConv layer and saver becomes its torch layer."""
     for module in model.modules():
         plain = _PLAIN_FOR.get(type(module))
         if plain is not None:
             if isinstance(module, XConvMixin):
-                del module.probes, module.probe
+                for setting in ("probes", "probe", "fallback", "_xconv_calls"):
+                    module.__dict__.pop(setting, None)
             module.__class__ = plain
     return model
 
@@ -121,15 +147,25 @@ def sketch_numbers_per_sample(probe: str, probes: int, channels: int) -> int:
 
 
 def _layers_without_saving(model, probes, probe, example_input) -> set[str]:
-    """Names of convolutions whose sketch is not smaller than their input."""
+    """Names of convolutions none of whose calls at ``example_input`` would sketch.
+
+    The per-call rule of the XConv layers (:func:`xconv.layers.sketch_saves_memory`: the sketch keeps
+    fewer numbers per sample than the input), applied ahead of time to every call of a dry run
+    at ``example_input``: a layer every call of which would fall back to exact is left plain
+    (exact for every input, nothing to decide per call); a layer with at least one call that would
+    sketch is converted, and decides call by call.
+    """
     if example_input is None or probes == 0:
         return set()
-    input_shapes: dict[str, torch.Size] = {}
+    decisions: dict[str, list[bool]] = {}  # name: for each call, whether it would sketch
     handles = []
     for name, module in model.named_modules():
         if type(module) in XCONV_FOR or isinstance(module, XConvMixin):
             def record(mod, args, name=name):
-                input_shapes.setdefault(name, args[0].shape)
+                x = args[0]
+                unbatched = x.dim() == len(mod.kernel_size) + 1
+                sample_shape = x.shape if unbatched else x.shape[1:]  # (C_in, *spatial)
+                decisions.setdefault(name, []).append(sketch_saves_memory(probe, probes, sample_shape))
             handles.append(module.register_forward_pre_hook(record))
     training = {module: module.training for module in model.modules()}
     model.eval()  # the dry run must not touch BatchNorm running statistics
@@ -141,5 +177,4 @@ def _layers_without_saving(model, probes, probe, example_input) -> set[str]:
             handle.remove()
         for module, mode in training.items():
             module.training = mode
-    return {name for name, shape in input_shapes.items()
-            if sketch_numbers_per_sample(probe, probes, shape[1]) >= math.prod(shape[1:])}
+    return {name for name, sketches in decisions.items() if not any(sketches)}

@@ -23,6 +23,10 @@ unbiased for every padding mode.
 The input and bias gradients come from one call of the same native kernel the
 plain layer's backward calls, so they are bit-identical to the plain layer's.
 An empty batch has an exact weight gradient of zero (a sum over no samples).
+
+The layers call this Function only where the sketch is smaller than the input;
+elsewhere they fall back to the plain layer (:mod:`xconv.layers`, "Never more
+than exact"), which keeps the input and gives torch's exact gradients.
 """
 from __future__ import annotations
 

@@ -1,10 +1,45 @@
 """Drop-in XConv layers: subclasses of torch's convolutions.
 
 Each takes every argument of its parent plus keyword-only ``probes`` (0 =
-exact backprop) and ``probe`` (the probe kind). The forward output is computed
-by the parent's own code, so it is bit-identical; only the weight gradient is
-estimated. The estimator is used when ``probes > 0``, autograd is recording and
-the weight requires a gradient; otherwise the layer is the plain layer.
+exact backprop), ``probe`` (the probe kind) and ``fallback``. The forward output
+is computed by the parent's own code, so it is bit-identical; only the weight
+gradient is estimated. The estimator is used when ``probes > 0``, autograd is
+recording and the weight requires a gradient; otherwise the layer is the plain
+layer.
+
+Never more than exact
+---------------------
+A sketch keeps ``probe_kind.numbers_per_sample(probes, C_in)`` numbers per sample
+(``r * C_in`` for channel probes, ``r`` for the others; :mod:`xconv.probes`), the
+input ``C_in * prod(spatial)``. Each call that would use the estimator compares
+the two (:func:`sketch_saves_memory`). Where the sketch would not be smaller, the
+call *falls back*: it runs the plain layer's own forward under autograd, so it
+keeps exactly what plain PyTorch keeps (its input, and for padding modes other
+than zeros the padded input too) and every gradient (input, weight, bias) is
+plain PyTorch's, bit for bit. So an XConv layer never keeps more
+for backward than the plain layer would, and never pays for noise that saves
+nothing.
+
+Every such decision is counted in ``layer.calls`` (an :class:`XConvCalls`:
+``sketched``, ``exact`` = fell back, ``forced``, and by :class:`NoSaving` reason
+the input shapes and numbers per sample of the calls whose sketch saved nothing);
+``xconv.memory.fallback_report(model)`` collects them by layer name and
+``xconv.memory.SavedTensorMeter(model)`` shows them for the forward passes it
+metered (``meter.exact_fallbacks``, ``meter.xconv_calls``). Calls that cannot use
+the estimator at all (``probes == 0``, no autograd, frozen weight) are plain and
+not counted.
+
+Opting out (to measure the estimator itself where it saves no memory, as the
+gradient-error study does): ``fallback=False`` per layer (constructor or
+:meth:`XConvMixin.set_xconv`), or ``with xconv.layers.force_sketch():`` for every
+layer called inside the block. Forced calls sketch and are counted as
+``sketched`` and ``forced``.
+
+The same rule, decided ahead of time: ``xconv.convert(..., example_input=x)``
+leaves plain the convolutions none of whose calls at ``x`` would sketch (they are
+exact for every input); the harness's probe cap (``tasks/probe_cap.py``) sets a
+layer to ``probes=0`` at the first training call that would fall back. A layer
+kept XConv decides call by call.
 
 Like torch's convolutions, every layer takes batched ``(B, C, *spatial)`` and
 unbatched ``(C, *spatial)`` input; the estimator treats an unbatched input as a
@@ -12,15 +47,22 @@ batch of one and returns the unbatched shape, as torch does.
 """
 from __future__ import annotations
 
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ._checks import check_probe_kind, check_probes
 from .estimator import ConvGeometry, XConvFunction
+from .probes import probe_kind
 
 __all__ = [
-    "XConvMixin", "XConv1d", "XConv2d", "XConv3d",
+    "XConvMixin", "XConvCalls", "NoSaving", "sketch_saves_memory", "force_sketch", "sketching_forced",
+    "XConv1d", "XConv2d", "XConv3d",
     "XConvTranspose1d", "XConvTranspose2d", "XConvTranspose3d",
 ]
 
@@ -28,21 +70,161 @@ DEFAULT_PROBES = 16
 DEFAULT_PROBE = "channel"
 
 
+def sketch_saves_memory(probe: str, probes: int, sample_shape) -> bool:
+    """The rule of every XConv call: whether ``probes`` probes of kind ``probe`` keep fewer numbers
+    per sample than one input sample of shape ``sample_shape`` = ``(C_in, *spatial)`` holds.
+
+    ``numbers_per_sample(probes, C_in) < C_in * prod(spatial)``: ``probes < prod(spatial)`` for
+    channel probes, ``probes < C_in * prod(spatial)`` for the others.
+    """
+    sample_shape = tuple(sample_shape)
+    return probe_kind(probe).numbers_per_sample(probes, sample_shape[0]) < math.prod(sample_shape)
+
+
+_forced_depth = 0  # how many force_sketch() blocks are open (process-wide)
+
+
+@contextlib.contextmanager
+def force_sketch():
+    """Within the block every XConv call that can use the estimator does, even where its sketch is
+    not smaller than its input (no fallback to exact; such calls count as ``forced``).
+
+    For measuring the estimator itself (its error, its variance) on inputs too small for it to
+    save memory. Process-wide (also covers autograd and data-parallel threads); blocks nest. The
+    decision is taken where a layer's forward runs with autograd recording: under gradient
+    checkpointing that is the recomputation during backward, so keep the block open around
+    backward too, or set ``layer.fallback = False`` instead.
+    """
+    global _forced_depth
+    _forced_depth += 1
+    try:
+        yield
+    finally:
+        _forced_depth -= 1
+
+
+def sketching_forced() -> bool:
+    """Whether a :func:`force_sketch` block is open."""
+    return _forced_depth > 0
+
+
+class NoSaving(NamedTuple):
+    """Why a call's sketch would not save memory: the input's per-sample shape, the probes, and the
+    numbers per sample each way (``sketch_numbers >= input_numbers``)."""
+
+    input_shape: tuple[int, ...]  # (C_in, *spatial) of one sample
+    probes: int
+    probe: str
+    sketch_numbers: int  # numbers per sample the sketch keeps
+    input_numbers: int  # numbers per sample of the input
+
+
+@dataclass
+class XConvCalls:
+    """What the calls of one XConv layer did, counting only calls that could use the estimator
+    (``probes > 0``, autograd recording, weight requiring a gradient).
+
+    ``sketched``: kept a sketch and estimated the weight gradient; ``forced`` of them although the
+    sketch was not smaller than the input (``fallback=False`` or :func:`force_sketch`).
+    ``exact``: fell back because the sketch would not have been smaller: kept the input, computed
+    the plain layer's exact gradients. ``no_saving``: the calls whose sketch was or would have been
+    no smaller (the ``exact`` and the ``forced`` ones), counted by :class:`NoSaving` reason.
+    """
+
+    sketched: int = 0
+    exact: int = 0
+    forced: int = 0
+    no_saving: dict[NoSaving, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Calls that could use the estimator: ``sketched + exact``."""
+        return self.sketched + self.exact
+
+    def reset(self) -> None:
+        self.sketched = self.exact = self.forced = 0
+        self.no_saving = {}
+
+
 class XConvMixin:
-    """XConv settings shared by every layer; also set by :func:`xconv.convert`."""
+    """XConv settings shared by every layer; also set by :func:`xconv.convert`.
+
+    ``probes``, ``probe``; ``fallback`` (default True: a call whose sketch would not be smaller
+    than its input keeps the input and computes the exact gradients instead); ``calls``, the
+    layer's :class:`XConvCalls`.
+    """
 
     probes: int
     probe: str
+    fallback: bool = True  # a class default, so layers made by xconv.convert have it too
 
-    def set_xconv(self, *, probes: int, probe: str) -> None:
+    def set_xconv(self, *, probes: int, probe: str, fallback: bool | None = None) -> None:
+        """Set the probe count and kind, and ``fallback`` unless it is None (then it stays as it is)."""
         self.probes = check_probes(probes)
         self.probe = check_probe_kind(probe)
+        if fallback is not None:
+            if not isinstance(fallback, bool):
+                raise TypeError(f"fallback must be True or False, got {fallback!r}")
+            self.fallback = fallback
+
+    @property
+    def calls(self) -> XConvCalls:
+        """This layer's :class:`XConvCalls` (made at first use, so converted layers have one too)."""
+        calls = self.__dict__.get("_xconv_calls")
+        if calls is None:
+            calls = self.__dict__["_xconv_calls"] = XConvCalls()
+        return calls
 
     def uses_estimator(self) -> bool:
+        """Whether a call now could use the estimator (``probes > 0``, autograd on, weight trained)."""
         return self.probes > 0 and self.weight.requires_grad and torch.is_grad_enabled()
 
+    def sample_shape(self, input: torch.Tensor) -> tuple[int, ...]:
+        """``(C_in, *spatial)`` of one sample of ``input`` (batched or unbatched)."""
+        unbatched = input.dim() == len(self.kernel_size) + 1
+        return tuple(input.shape if unbatched else input.shape[1:])
+
+    def _decision(self, input: torch.Tensor) -> tuple[bool, NoSaving | None]:
+        """``(sketch?, why the sketch saves nothing or None)`` for a call at ``input``; counts nothing."""
+        dims = len(self.kernel_size)
+        if not self.uses_estimator() or input.dim() not in (dims + 1, dims + 2):
+            return False, None  # (an input of the wrong dimension gets torch's own error from the plain path)
+        shape = self.sample_shape(input)
+        if sketch_saves_memory(self.probe, self.probes, shape):
+            return True, None
+        why = NoSaving(shape, self.probes, self.probe,
+                       probe_kind(self.probe).numbers_per_sample(self.probes, shape[0]), math.prod(shape))
+        return not self.fallback or sketching_forced(), why
+
+    def falls_back(self, input: torch.Tensor) -> bool:
+        """Whether a call now at ``input`` would fall back to exact (counts nothing): it could use the
+        estimator, but the sketch would not be smaller than the input, and fallback is not off."""
+        sketch, why = self._decision(input)
+        return why is not None and not sketch
+
+    def sketches(self, input: torch.Tensor) -> bool:
+        """Decide whether this call keeps a sketch of ``input``, and count it in :attr:`calls`.
+
+        False for calls that cannot use the estimator (not counted) and for calls that fall back
+        because the sketch would not be smaller than the input (``exact``), unless ``fallback`` is
+        off or :func:`force_sketch` is open (then ``sketched`` and ``forced``).
+        """
+        sketch, why = self._decision(input)
+        if not sketch and why is None:
+            return False
+        calls = self.calls
+        if sketch:
+            calls.sketched += 1
+        else:
+            calls.exact += 1
+        if why is not None:
+            calls.forced += int(sketch)
+            calls.no_saving[why] = calls.no_saving.get(why, 0) + 1
+        return sketch
+
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, probes={self.probes}, probe={self.probe!r}"
+        fallback = "" if self.fallback else ", fallback=False"
+        return f"{super().extra_repr()}, probes={self.probes}, probe={self.probe!r}{fallback}"
 
     def estimate(self, input: torch.Tensor, output_fn, geometry: ConvGeometry) -> torch.Tensor:
         """The output through :class:`XConvFunction`; an unbatched ``(C, *spatial)`` input goes
@@ -69,7 +251,7 @@ class _XConvNd(XConvMixin):
             transposed=False, output_padding=(0,) * dims)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if not self.uses_estimator():
+        if not self.sketches(input):  # the plain layer: exact backprop, torch's own saved tensors
             return self._conv_forward(input, self.weight, self.bias)
         return self.estimate(input, self._conv_forward, self.geometry())
 
@@ -95,15 +277,16 @@ class _XConvTransposeNd(XConvMixin):
             input, output_size, self.stride, self.padding, self.kernel_size, len(self.kernel_size),
             self.dilation))
         output_fn = self.output_function(output_padding)
-        if not self.uses_estimator():
+        if not self.sketches(input):  # the plain layer: exact backprop, torch's own saved tensors
             return output_fn(input, self.weight, self.bias)
         return self.estimate(input, output_fn, self.geometry(output_padding))
 
 
 def _layer(name: str, base: type, kind: type, doc: str, functional=None) -> type:
-    def __init__(self, *args, probes: int = DEFAULT_PROBES, probe: str = DEFAULT_PROBE, **kwargs):
+    def __init__(self, *args, probes: int = DEFAULT_PROBES, probe: str = DEFAULT_PROBE, fallback: bool = True,
+                 **kwargs):
         base.__init__(self, *args, **kwargs)
-        self.set_xconv(probes=probes, probe=probe)
+        self.set_xconv(probes=probes, probe=probe, fallback=fallback)
 
     namespace = {"__init__": __init__, "__doc__": doc, "__module__": __name__}
     if functional is not None:
@@ -114,9 +297,12 @@ def _layer(name: str, base: type, kind: type, doc: str, functional=None) -> type
 _DOC = """Drop-in ``nn.{base}`` whose weight gradient is estimated from ``probes`` random probes.
 
 Takes every argument of ``nn.{base}`` plus keyword-only ``probes`` (int >= 0,
-0 = exact backprop, default {probes}) and ``probe`` (a probe kind: "channel",
+0 = exact backprop, default {probes}), ``probe`` (a probe kind: "channel",
 "gaussian", "rademacher", "orthogonal" or any other name in ``xconv.PROBE_KINDS``;
-default "{probe}").
+default "{probe}") and ``fallback`` (default True: a call whose sketch would not be
+smaller than its input keeps the input and computes torch's exact gradients, bit
+for bit; False always sketches). ``layer.calls`` counts what the calls did
+(:class:`xconv.layers.XConvCalls`).
 """
 
 

@@ -12,6 +12,11 @@ allocator's ``max_memory_allocated`` on GPU, and on CPU the growth of the
 process's peak resident set size (Linux ``VmHWM``, reset through
 ``/proc/self/clear_refs``), a coarser secondary figure.
 
+``fallback_report(model)`` names the XConv layers whose calls fell back to exact
+backprop because their sketch would not have been smaller than their input
+(:mod:`xconv.layers`, "Never more than exact"), with how many calls and why;
+``SavedTensorMeter(model).exact_fallbacks`` names them for the passes it metered.
+
 ``kept_tensors(output)`` / ``kept_bytes(output)`` count the same thing a second,
 independent way, after the forward: by walking the autograd graph the output
 hangs on. The hooks see only what autograd saves (the saved tensors of built-in
@@ -30,7 +35,10 @@ import torch.nn as nn
 from torch.nn.modules.module import (register_module_forward_hook,
                                      register_module_forward_pre_hook)
 
-__all__ = ["SavedTensorMeter", "PeakMemory", "saved_bytes", "KeptTensor", "kept_tensors", "kept_bytes"]
+from .layers import XConvCalls, XConvMixin
+
+__all__ = ["SavedTensorMeter", "PeakMemory", "saved_bytes", "KeptTensor", "kept_tensors", "kept_bytes",
+           "fallback_report"]
 
 OUTSIDE_MODULES = "(no module)"
 ROOT_MODULE = "<root>"
@@ -52,6 +60,13 @@ class SavedTensorMeter:
     the root module is ``'<root>'``), and ``meter.call_order`` lists the names of
     every module of ``model`` in the order they first ran, savers or not.
     Modules outside ``model`` count under ``'(no module)'`` there.
+
+    Also with ``model``: ``meter.xconv_calls`` maps the name of each XConv layer of ``model``
+    that made a call which could use the estimator inside the block to an
+    :class:`xconv.layers.XConvCalls` of those calls (sketched, forced, exact and why), and
+    ``meter.exact_fallbacks`` (``{name: calls}``) names the layers that kept their input and
+    computed exact gradients because their sketch would not have been smaller (their bytes are
+    the plain layer's). The counts are the layers' own (``layer.calls``) taken at entry and exit.
     """
 
     def __init__(self, model: nn.Module | None = None) -> None:
@@ -68,6 +83,15 @@ class SavedTensorMeter:
         self._module_stack: list[tuple[str, str]] = []  # (kind, qualified name or None)
         self._handles = []
         self._hooks = None
+        self._xconv = ({name or ROOT_MODULE: module for name, module in model.named_modules()
+                        if isinstance(module, XConvMixin)} if model is not None else {})
+        self._calls_before: dict[str, XConvCalls] = {}
+        self.xconv_calls: dict[str, XConvCalls] = {}
+
+    @property
+    def exact_fallbacks(self) -> dict[str, int]:
+        """``{layer name: calls}`` of the XConv layers of ``model`` that fell back to exact in the block."""
+        return {name: calls.exact for name, calls in self.xconv_calls.items() if calls.exact}
 
     # Module tracking ----------------------------------------------------------
     def _enter_module(self, module: nn.Module, args):
@@ -110,6 +134,7 @@ class SavedTensorMeter:
         return tensor
 
     def __enter__(self) -> "SavedTensorMeter":
+        self._calls_before = {name: _copy_calls(layer.calls) for name, layer in self._xconv.items()}
         self._handles = [register_module_forward_pre_hook(self._enter_module),
                          register_module_forward_hook(self._leave_module)]
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
@@ -123,6 +148,10 @@ class SavedTensorMeter:
         self._module_stack.clear()
         self.bytes_by_kind = dict(self.bytes_by_kind)
         self.bytes_by_module = dict(self.bytes_by_module)
+        for name, layer in self._xconv.items():
+            calls = _calls_since(self._calls_before[name], layer.calls)
+            if calls.total:
+                self.xconv_calls[name] = calls
 
     def counted(self, tensor: torch.Tensor) -> bool:
         """Whether the storage of ``tensor`` is among the bytes counted (it was saved)."""
@@ -130,6 +159,48 @@ class SavedTensorMeter:
 
     def summary(self) -> dict:
         return {"saved_bytes": self.total_bytes, "saved_bytes_by_kind": dict(self.bytes_by_kind)}
+
+
+def _copy_calls(calls: XConvCalls) -> XConvCalls:
+    return XConvCalls(calls.sketched, calls.exact, calls.forced, dict(calls.no_saving))
+
+
+def _calls_since(before: XConvCalls, now: XConvCalls) -> XConvCalls:
+    """The calls counted in ``now`` but not yet in ``before`` (``now`` reset in between: all of ``now``)."""
+    if now.total < before.total:
+        before = XConvCalls()
+    no_saving = {why: count - before.no_saving.get(why, 0) for why, count in now.no_saving.items()}
+    return XConvCalls(now.sketched - before.sketched, now.exact - before.exact, now.forced - before.forced,
+                      {why: count for why, count in no_saving.items() if count})
+
+
+def fallback_report(model: nn.Module) -> dict[str, dict]:
+    """The XConv layers of ``model`` with calls whose sketch saved no memory, by qualified name.
+
+    Counts every call that could use the estimator since the layer was made (or since
+    ``layer.calls.reset()``); lists each layer with at least one call that fell back to exact
+    (``exact_calls``) or sketched only because fallback was off (``forced_calls``)::
+
+        {"layer4.0.conv2": {"exact_calls": 3, "sketched_calls": 0, "forced_calls": 0,
+                            "no_saving": [{"input_shape": [64, 4, 4], "probes": 16, "probe": "channel",
+                                           "sketch_numbers": 1024, "input_numbers": 1024, "calls": 3}]}}
+
+    ``no_saving`` says why: per sample the sketch keeps ``sketch_numbers`` numbers, not fewer than
+    the ``input_numbers`` of the input (shape ``input_shape`` = ``(C_in, *spatial)``). A fallback
+    call kept the input and computed the plain layer's exact gradients. Plain JSON values; an
+    empty dict when every call that could sketch saved memory.
+    """
+    report = {}
+    for name, layer in model.named_modules():
+        if not isinstance(layer, XConvMixin) or not (layer.calls.exact or layer.calls.forced):
+            continue
+        calls = layer.calls
+        report[name or ROOT_MODULE] = {
+            "exact_calls": calls.exact, "sketched_calls": calls.sketched, "forced_calls": calls.forced,
+            "no_saving": [{"input_shape": list(why.input_shape), "probes": why.probes, "probe": why.probe,
+                           "sketch_numbers": why.sketch_numbers, "input_numbers": why.input_numbers,
+                           "calls": count} for why, count in calls.no_saving.items()]}
+    return report
 
 
 def _storage_key(tensor: torch.Tensor):

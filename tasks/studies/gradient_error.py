@@ -6,7 +6,9 @@ exact gradient of the whole subset as the reference. The exact minibatch
 gradients give the SGD floor; every probe kind at every r in ``--probes`` gives
 XConv's error, over ``--runs`` runs (different probe draws, same minibatches),
 mean +- sample std. XConv copies are made with ``xconv.convert`` on a deep copy
-of the same model (VanillaNet adaptively, as in the paper). See
+of the same model (VanillaNet adaptively, as in the paper), with every XConv
+layer sketching (``fallback=False``), also where its sketch is no smaller than
+its input and a layer would by default compute the exact gradient. See
 ``scripts/gradient_study.py`` for the networks, data and the exact definitions.
 
 Besides the AGE, the table gives the estimator error alone (XConv vs exact

@@ -113,7 +113,14 @@ def conv_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor)
 
 
 def converted(model: nn.Module, probes: int, kind: str = "channel") -> nn.Module:
-    return xconv.convert(copy.deepcopy(model), probes=probes, probe=kind) if probes else model
+    """A converted copy whose layers always sketch (``fallback=False``): the study shows the estimates
+    themselves, also in layers whose sketch is no smaller than their input."""
+    if not probes:
+        return model
+    model = xconv.convert(copy.deepcopy(model), probes=probes, probe=kind)
+    for _, layer in xconv.xconv_layers(model):
+        layer.fallback = False
+    return model
 
 
 def build_net() -> nn.Module:

@@ -287,11 +287,20 @@ def mean_gradient(gradients: Sequence[Gradient]) -> Gradient:
 
 def xconv_copy(model: nn.Module, network: Network, probes: int, kind: str,
                example: Batch) -> tuple[nn.Module, int]:
-    """A converted deep copy (same weights) and the number of convolutions XConv estimates."""
+    """A converted deep copy (same weights) and the number of convolutions XConv estimates.
+
+    Its XConv layers always sketch (``fallback=False``): the study measures the estimator's error,
+    also in layers whose sketch is no smaller than their input, where a layer would otherwise fall
+    back to the exact gradient. ``adaptive`` networks leave those layers plain instead, as the
+    paper does (``xconv.convert(..., example_input=...)``).
+    """
     copied = copy.deepcopy(model)
     example_input = example[0] if network.adaptive else None
     xconv.convert(copied, probes=probes, probe=kind, example_input=example_input)
-    return copied, len(list(xconv.xconv_layers(copied)))
+    layers = list(xconv.xconv_layers(copied))
+    for _, layer in layers:
+        layer.fallback = False
+    return copied, len(layers)
 
 
 @dataclass

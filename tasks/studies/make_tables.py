@@ -267,7 +267,7 @@ def markdown_row(table: Table, row: Row) -> list[str]:
     return cells
 
 
-CSV_FIXED = ["gradient", "mode", "probes", "probe", "relu", "checkpoint", "n", "seeds"]
+CSV_FIXED = ["gradient", "mode", "probes", "probe", "relu", "activations", "checkpoint", "n", "seeds"]
 
 
 def csv_columns(table: Table) -> list[str]:
@@ -283,7 +283,7 @@ def csv_columns(table: Table) -> list[str]:
 def csv_row(table: Table, row: Row) -> list:
     reference, gradient, metrics = table.reference(row), row.gradient, metrics_for(table)
     cells = [table.name, *row.settings, gradient.label, gradient.mode, gradient.probes, gradient.probe,
-             gradient.relu, gradient.checkpoint, len(row.runs), " ".join(map(str, row.seeds))]
+             gradient.relu, gradient.activations, gradient.checkpoint, len(row.runs), " ".join(map(str, row.seeds))]
     for metric in metrics:
         cells += list(mean_std(row.metric(metric.key)))
     cells += [delta(metrics[0], row, reference), delta_spread(metrics[0], row, reference)]

@@ -73,12 +73,13 @@ def for_table(task: str, model: str) -> list[PaperNumbers]:
 def paper_values(numbers: PaperNumbers, row) -> list[float] | None:
     """The paper's values for a table row (a :class:`run_summaries.Row`), or None.
 
-    Only exact rows and XConv rows with channel probes, exact ReLUs and no checkpointing
+    Only exact rows and XConv rows with channel probes, exact ReLUs and activations and no checkpointing
     have paper counterparts.
     """
     gradient = row.gradient
     comparable = gradient.is_reference or (gradient.is_xconv and gradient.probe == "channel"
-                                           and gradient.relu == "exact" and not gradient.is_checkpointed)
+                                           and gradient.relu == "exact" and gradient.activations == "exact"
+                                           and not gradient.is_checkpointed)
     if not comparable:
         return None
     config = row.runs[0].config

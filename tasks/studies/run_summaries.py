@@ -30,7 +30,7 @@ SUMMARY = summary_file.SUMMARY_FILE
 METRICS_CSV = Path("csv") / "metrics.csv"
 PROBE_ORDER = ("channel", "gaussian", "rademacher", "orthogonal")
 # Config keys that never define a row: seeds, paths, logging and machine bookkeeping.
-IGNORED_KEYS = {"seed", "out_dir", "threads", "device", "probes", "probe", "relu", "checkpoint",
+IGNORED_KEYS = {"seed", "out_dir", "threads", "device", "probes", "probe", "relu", "activations", "checkpoint",
                 "ckpt_path", "ckpt_every_n_steps", "memory_steps", "trainer.accelerator",
                 "trainer.enable_progress_bar", "trainer.enable_model_summary",
                 "trainer.log_every_n_steps", "data.root", "data.source", "data.num_workers",
@@ -51,6 +51,7 @@ class Gradient:
     probe: str
     relu: str          # exact | bit
     checkpoint: str    # none | sqrt | every:K | budget:...
+    activations: str = "exact"  # exact | lossless | compact (what the other layers keep)
 
     @classmethod
     def of(cls, summary: dict) -> "Gradient":
@@ -59,7 +60,8 @@ class Gradient:
         probes = int(gradient["probes"])
         return cls(mode=mode, probes=probes if "xconv" in mode else 0,
                    probe=gradient["probe"] if "xconv" in mode else "",
-                   relu=gradient.get("relu", "exact"), checkpoint=gradient.get("checkpoint") or "none")
+                   relu=gradient.get("relu", "exact"), checkpoint=gradient.get("checkpoint") or "none",
+                   activations=gradient.get("activations", "exact"))
 
     @property
     def is_xconv(self) -> bool:
@@ -72,7 +74,8 @@ class Gradient:
     @property
     def is_reference(self) -> bool:
         """Plain exact backprop: what every ratio in a table is taken against."""
-        return not self.is_xconv and not self.is_checkpointed and self.relu == "exact"
+        return (not self.is_xconv and not self.is_checkpointed and self.relu == "exact"
+                and self.activations == "exact")
 
     @property
     def label(self) -> str:
@@ -81,6 +84,8 @@ class Gradient:
         parts = [f"XConv r={self.probes} {self.probe}" if self.is_xconv else ""]
         if self.relu == "bit":
             parts += ["1-bit ReLU"] if parts[0] else ["exact", "1-bit ReLU"]
+        if self.activations != "exact":
+            parts += [f"{self.activations} activations"] if any(parts) else ["exact", f"{self.activations} activations"]
         if self.is_checkpointed:
             parts.append(f"checkpoint {self.checkpoint}")
         text = " + ".join(part for part in parts if part)
@@ -92,6 +97,8 @@ class Gradient:
         parts = [f"xconv-r{self.probes}-{self.probe}" if self.is_xconv else ""]
         if self.relu == "bit":
             parts += ["bitrelu"] if parts[0] else ["exact", "bitrelu"]
+        if self.activations != "exact":
+            parts += [self.activations] if any(parts) else ["exact", self.activations]
         if self.is_checkpointed:
             parts.append("checkpoint-" + self.checkpoint.replace(":", "").replace("/", ""))
         return "-".join(part for part in parts if part) or "exact"
@@ -99,7 +106,9 @@ class Gradient:
     def sort_key(self) -> tuple:
         family = (self.is_xconv, self.is_checkpointed)
         kind = PROBE_ORDER.index(self.probe) if self.probe in PROBE_ORDER else len(PROBE_ORDER)
-        return (family, self.relu != "exact", kind, self.probe, self.probes, self.checkpoint)
+        activations = ("exact", "lossless", "compact").index(self.activations) if self.activations in (
+            "exact", "lossless", "compact") else 3
+        return (family, self.relu != "exact", activations, kind, self.probe, self.probes, self.checkpoint)
 
 
 @dataclass

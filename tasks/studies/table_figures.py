@@ -50,7 +50,7 @@ def _peak(row: Row) -> float | None:
 
 def _variant(row: Row) -> tuple:
     gradient = row.gradient
-    return (gradient.probe, gradient.relu, gradient.checkpoint)
+    return (gradient.probe, gradient.relu, gradient.activations, gradient.checkpoint)
 
 
 def _variant_label(row: Row) -> str:

@@ -22,11 +22,12 @@ def test_the_cap_is_the_librarys_own_rule(probe, side, probes):
 
 
 class TwoScales(L.LightningModule):
-    """An XConv layer at 8x8 (64 positions) and one at 4x4 (16), both with 16 channel probes."""
+    """An XConv layer at 8x8 (64 positions) and two at 4x4 (16), all with 16 channel probes."""
 
     def __init__(self):
         super().__init__()
         self.model = nn.Sequential(xconv.XConv2d(3, 4, 3, padding=1, probes=16), nn.AvgPool2d(2),
+                                   xconv.XConv2d(4, 4, 3, padding=1, probes=16),
                                    xconv.XConv2d(4, 2, 3, padding=1, probes=16))
 
     def training_step(self, batch, batch_idx):
@@ -36,15 +37,19 @@ class TwoScales(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def test_a_layer_given_more_probes_than_positions_is_capped_with_a_warning():
+def test_layers_given_more_probes_than_positions_are_capped_with_one_warning_line():
     torch.manual_seed(0)
     module, cap = TwoScales(), ProbeCap()
     data = TensorDataset(torch.randn(8, 3, 8, 8), torch.randn(8, 2, 4, 4))
     trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cap])
-    with pytest.warns(ProbeCapWarning, match=r"layer 2: probes=16 capped to 0 \(exact backprop\).*4x4x4 input, "
-                                             r"at most 15 probes"):
+    with pytest.warns(ProbeCapWarning) as caught:
         trainer.fit(module, DataLoader(data, batch_size=4))
-    assert module.model[0].probes == 16 and module.model[2].probes == 0
+    assert [str(warning.message) for warning in caught if warning.category is ProbeCapWarning] == [
+        "probes capped to 0 (exact backprop) in 2 layers whose input is too small for a sketch to save memory: "
+        "2 (16 channel probes on 4x4x4, at most 15), 3 (16 channel probes on 4x4x4, at most 15) "
+        "(summary.json: probe_caps)"]  # one warning for both layers, and not again at the next step
+    assert module.model[0].probes == 16 and module.model[2].probes == module.model[3].probes == 0
     assert cap.summary_fields() == {"probe_caps": [
-        {"layer": "2", "probes": 16, "probe": "channel", "input_shape": [4, 4, 4], "most_useful_probes": 15}]}
+        {"layer": layer, "probes": 16, "probe": "channel", "input_shape": [4, 4, 4], "most_useful_probes": 15}
+        for layer in ("2", "3")]}

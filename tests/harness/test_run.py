@@ -54,6 +54,20 @@ def test_xconv_saves_less_activation_memory_than_exact(tmp_path, fashion_source)
     assert saved[4] < saved[0]
 
 
+def test_activation_modes_keep_less_and_are_recorded(tmp_path, fashion_source):
+    """probes=0 activations=lossless is exact backprop with less memory; compact keeps less again."""
+    saved = {}
+    for activations in ("exact", "lossless", "compact"):
+        run_dir = tmp_path / activations
+        result = run_cli(run_dir, *classification_overrides(fashion_source, tmp_path / "cache"), "probes=0",
+                         f"activations={activations}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = read_summary(run_dir)
+        assert summary["gradient"]["activations"] == activations and summary["gradient"]["fallbacks"] == {}
+        saved[activations] = summary["activation_memory"]["saved_bytes"]
+    assert saved["compact"] <= saved["lossless"] < saved["exact"]
+
+
 def test_digits_data_runs(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(run_dir, "task=classification", "data=digits", "probes=4", *TWO_STEPS)
@@ -76,6 +90,7 @@ def test_multirun_writes_one_summary_per_job(tmp_path, fashion_source):
     ("probes=2.5", ["probes=2.5", "integer >= 0"]),
     ("probe=foo", ["probe='foo'", "channel, gaussian, rademacher, orthogonal"]),
     ("relu=maybe", ["relu='maybe'", "exact, bit"]),
+    ("activations=bits", ["activations='bits'", "exact, lossless, compact"]),
     ("data.batch_size=0", ["data.batch_size=0", "integer >= 1"]),
     ("data.source=/nonexistent/fashion", ["data.source='/nonexistent/fashion'", "apt-get install dataset-fashion-mnist"]),
 ])

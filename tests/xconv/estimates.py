@@ -9,6 +9,11 @@ geometry's ``probes`` probes each tell a 10% bias from none
 (``tests/xconv/test_power.py``). Weights, input and output gradient depend only
 on the geometry; the probes only on ``PROBE_SEED`` (XConv's own generator is
 seeded, then restored).
+
+The geometries are small: most of them hold fewer numbers per sample than the
+sketch of ``probes`` probes, where a layer would fall back to exact backprop
+(``xconv.layers``, "Never more than exact"). :func:`draw_estimates` therefore
+forces sketches (``xconv.layers.force_sketch``): these tests measure the estimator.
 """
 from __future__ import annotations
 
@@ -64,7 +69,8 @@ def exact_gradients(layers: Problem) -> dict[str, torch.Tensor | None]:
 
 def draw_estimates(layer: nn.Module, x: torch.Tensor, grad_out: torch.Tensor, count: int = ESTIMATES,
                    check: Callable | None = None, seed: int = PROBE_SEED) -> torch.Tensor:
-    """``count`` weight gradients of ``layer``, with XConv's generator seeded by ``seed``.
+    """``count`` weight-gradient estimates of ``layer``, with XConv's generator seeded by ``seed``;
+    every call sketches, also where the sketch is not smaller than the input (no fallback to exact).
 
     ``check(output, input_gradient, layer)`` is called after every backward pass.
     """
@@ -75,7 +81,8 @@ def draw_estimates(layer: nn.Module, x: torch.Tensor, grad_out: torch.Tensor, co
         for _ in range(count):
             layer.zero_grad()
             x_leaf = x.clone().requires_grad_()
-            out = layer(x_leaf)
+            with xconv.layers.force_sketch():  # sketch even where the input is no larger
+                out = layer(x_leaf)
             out.backward(grad_out)
             if check is not None:
                 check(out, x_leaf.grad, layer)

@@ -101,3 +101,53 @@ def test_example_input_dry_run_changes_no_state():
     assert model.training and all(m.training for m in model.modules())
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def small_net_with_every_saver() -> nn.Sequential:
+    """Convolutions, norms, pools, dropout and activations of every kind the savers replace."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU6(), nn.Dropout2d(0.2),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU(), nn.AvgPool2d(2),
+        nn.Conv2d(8, 8, 1), nn.Hardtanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3),
+        nn.Linear(8, 4), nn.GELU())
+
+
+@pytest.mark.parametrize("activations", ["lossless", "compact"])
+def test_activations_swap_the_savers_of_their_mode_and_unconvert_undoes_it(activations):
+    model = small_net_with_every_saver()
+    parameters, keys = list(model.parameters()), list(model.state_dict())
+    before = [type(module) for module in model.modules()]
+    xconv.convert(model, probes=0, activations=activations)
+    after = count_kinds(model)
+    assert list(model.parameters()) == parameters and list(model.state_dict()) == keys
+    assert {"BitReLU", "LosslessMaxPool2d", "LosslessReLU6", "LosslessDropout2d", "LosslessAvgPool2d",
+            "LosslessHardtanh", "LosslessDropout"} <= set(after)
+    compact = {"CompactBatchNorm2d", "CompactGroupNorm", "CompactSiLU", "CompactGELU"}
+    assert compact <= set(after) if activations == "compact" else not compact & set(after)
+    xconv.unconvert(model)
+    assert [type(module) for module in model.modules()] == before
+
+
+def test_lossless_activations_at_probes_zero_give_torchs_gradients_bit_for_bit_with_less_memory():
+    torch.manual_seed(0)
+    plain, lossless = small_net_with_every_saver(), small_net_with_every_saver()
+    lossless.load_state_dict(plain.state_dict())
+    xconv.convert(lossless, probes=0, activations="lossless")
+    x = torch.randn(4, 3, 16, 16)
+    kept, outputs = {}, {}
+    for name, model in (("plain", plain), ("lossless", lossless)):
+        torch.manual_seed(1)  # the same dropout draws
+        out = model(x)
+        kept[name] = xconv.memory.kept_bytes(out, parameters=list(model.parameters()))
+        out.square().sum().backward()
+        outputs[name] = out
+    assert torch.equal(outputs["plain"], outputs["lossless"])
+    for p, q in zip(plain.parameters(), lossless.parameters()):
+        assert torch.equal(p.grad, q.grad)
+    assert kept["lossless"] < 0.7 * kept["plain"]  # norms and SiLU/GELU still keep full tensors here
+
+
+def test_an_unknown_activation_mode_is_one_clear_error():
+    with pytest.raises(ValueError, match="activations must be one of exact, lossless, compact, got 'bits'"):
+        xconv.convert(small_net_with_every_saver(), activations="bits")

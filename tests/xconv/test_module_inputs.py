@@ -24,9 +24,12 @@ PROBES = 3
 
 
 def make_pair(case, dtype, probes, probe="channel"):
-    """The plain layer of ``case`` and its XConv twin with the same weights."""
+    """The plain layer of ``case`` and its XConv twin with the same weights, always sketching (some
+    inputs here are smaller than their sketch; the fallback to exact is tested in
+    test_never_above_exact.py)."""
     plain = case.plain_cls(*case.args, **case.kwargs).to(dtype)
-    converted = PLAIN_TO_XCONV[case.plain_cls](*case.args, **case.kwargs, probes=probes, probe=probe).to(dtype)
+    converted = PLAIN_TO_XCONV[case.plain_cls](*case.args, **case.kwargs, probes=probes, probe=probe,
+                                               fallback=False).to(dtype)
     converted.load_state_dict(plain.state_dict())
     return plain, converted
 

@@ -61,9 +61,11 @@ def test_registration_errors_are_clear():
 # A kind added from outside -------------------------------------------------------------------------
 
 def layer_and_exact_gradient(probes, probe):
-    """An XConv layer, its input, output gradient and the exact weight gradient of the plain layer."""
+    """An XConv layer (always sketching: with one probe per coordinate the sketch is no smaller than
+    the input), its input, output gradient and the exact weight gradient of the plain layer."""
     plain = nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect").double()
-    layer = xconv.XConv2d(3, 4, 3, padding=1, padding_mode="reflect", probes=probes, probe=probe).double()
+    layer = xconv.XConv2d(3, 4, 3, padding=1, padding_mode="reflect", probes=probes, probe=probe,
+                          fallback=False).double()
     layer.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 5, 6, dtype=torch.float64)
     grad_out = torch.randn(2, 4, 5, 6, dtype=torch.float64)
