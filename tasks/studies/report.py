@@ -1,9 +1,7 @@
 """What every results script shares: provenance header, markdown/csv tables, figures.
 
-Each table in ``results/`` states the command that produced it, the date, the
-machine and the scale. Scripts import this module as ``import report`` (Python
-puts ``scripts/`` on the path when a script there is run, and tests load the
-scripts with ``runpy`` after adding ``scripts/`` to ``sys.path``).
+Each table in ``results/`` states the command that produced it, the code it ran
+(git commit and whether the tree was clean), the date, the machine and the scale.
 """
 from __future__ import annotations
 
@@ -18,7 +16,8 @@ from typing import Iterable, Sequence
 
 import torch
 
-from xconv_harness.run_files import cpu_model  # shared with the harness's run summaries
+from ..provenance import code_state
+from ..run_files import cpu_model  # shared with the harness's run summaries
 
 
 def command_line(script: str, argv: Sequence[str] | None) -> str:
@@ -36,14 +35,23 @@ def machine(device: torch.device | str = "cpu") -> str:
     return text
 
 
+def code_text(code: dict) -> str:
+    """``commit 1a2b3c4 (clean tree)``, ``commit 1a2b3c4 with uncommitted changes``, or ``an installed copy``."""
+    if code.get("commit") is None:
+        return "an installed copy (no git commit)"
+    state = {True: "(clean tree)", False: "with uncommitted changes"}.get(code.get("clean"), "(tree state unknown)")
+    return f"commit {code['commit'][:7]} {state}"
+
+
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def provenance(title: str, command: str, scale: str, device: torch.device | str = "cpu") -> list[str]:
-    """Markdown header lines: title, command, date, machine, torch version, scale."""
+    """Markdown header lines: title, command, code, date, machine, torch version, scale."""
     return [f"# {title}", "",
             f"- command: `{command}`",
+            f"- code: {code_text(code_state())}",
             f"- date: {utc_now()}",
             f"- machine: {machine(device)}",
             f"- torch: {torch.__version__}",
