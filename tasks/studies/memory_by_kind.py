@@ -1,8 +1,11 @@
-"""Activation memory of a torchvision network by layer kind: exact vs XConv vs XConv + 1-bit ReLU.
+"""Activation memory of a torchvision network by layer kind: exact, XConv, and XConv with the savers.
 
 Counts the bytes autograd saves for backward during one training-mode forward
 (``xconv.memory.SavedTensorMeter``: each storage once, parameters excluded),
-grouped by the kind of layer that saved them. Device-independent and exact.
+grouped by the kind of layer that saved them. Device-independent and exact. Modes:
+exact; XConv convolutions only; + 1-bit ReLUs (the paper's "all" mode); + every lossless
+saver (``activations="lossless"``: pools, dropout, clamps); + the compact savers
+(``activations="compact"``: norms' x-hat in 8 bits, derivative codes).
 
     python scripts/memory_by_kind.py                       # resnet18, batch 8 at 224x224, r=16
     python scripts/memory_by_kind.py --model resnet50 --batch 4 --size 224 --out results/memory_by_kind.md
@@ -20,7 +23,9 @@ from xconv.memory import SavedTensorMeter
 
 from . import report
 
-MODES = {"exact": dict(probes=0, relu=False), "xconv": dict(relu=False), "xconv + 1-bit ReLU": dict(relu=True)}
+MODES = {"exact": dict(probes=0, relu=False), "xconv": dict(relu=False), "xconv + 1-bit ReLU": dict(relu=True),
+         "xconv + lossless": dict(relu=False, activations="lossless"),
+         "xconv + compact": dict(relu=False, activations="compact")}
 
 
 def meters_by_mode(model_name: str, batch: int, size: int, probes: int, probe: str) -> dict[str, SavedTensorMeter]:
@@ -32,7 +37,7 @@ def meters_by_mode(model_name: str, batch: int, size: int, probes: int, probe: s
         torch.manual_seed(0)
         model = getattr(torchvision.models, model_name)(num_classes=10)
         xconv.convert(model, probes=options.get("probes", probes), probe=probe, relu=options["relu"],
-                      example_input=x[:1])
+                      activations=options.get("activations", "exact"), example_input=x[:1])
         with SavedTensorMeter(model) as meter:
             model(x)
         results[mode] = meter
@@ -46,8 +51,12 @@ def saved_by_kind(model_name: str, batch: int, size: int, probes: int, probe: st
 
 
 def kind_name(kind: str) -> str:
-    """XConv2d and Conv2d are one row (the same layers, converted or not); so are the ReLUs."""
-    return {"XConv2d": "Conv2d", "BitReLU": "ReLU"}.get(kind, kind)
+    """A layer and its converted form are one row: XConv2d is Conv2d, BitReLU is ReLU, LosslessMaxPool2d
+    is MaxPool2d, CompactBatchNorm2d is BatchNorm2d."""
+    kind = {"XConv2d": "Conv2d", "BitReLU": "ReLU", "BitLeakyReLU": "LeakyReLU"}.get(kind, kind)
+    for prefix in ("Lossless", "Compact"):
+        kind = kind.removeprefix(prefix)
+    return kind
 
 
 def markdown(results: dict[str, dict[str, int]], command: str, title: str) -> str:

@@ -10,8 +10,12 @@ def test_memory_by_kind_table(tmp_path):
     assert out.read_text() == text
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert {"Conv2d", "ReLU", "BatchNorm2d", "**total**"} <= set(rows)
-    exact, sketched, with_bits = (float(cell.strip(" *")) for cell in rows["**total**"].split("|")[2:5])
-    assert with_bits < sketched < exact
+    exact, sketched, with_bits, lossless, compact = (float(cell.strip(" *"))
+                                                     for cell in rows["**total**"].split("|")[2:7])
+    assert compact < lossless < with_bits < sketched < exact
+    maxpool = [float(cell) for cell in rows["MaxPool2d"].split("|")[2:7]]
+    batchnorm = [float(cell) for cell in rows["BatchNorm2d"].split("|")[2:7]]
+    assert maxpool[3] < maxpool[0] / 8 and batchnorm[4] < batchnorm[0] / 3
     conv_exact, conv_sketched = (float(c) for c in rows["Conv2d"].split("|")[2:4])
     relu_exact, relu_bits = float(rows["ReLU"].split("|")[2]), float(rows["ReLU"].split("|")[4])
     assert conv_sketched < conv_exact and relu_bits < relu_exact / 16
