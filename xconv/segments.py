@@ -266,6 +266,16 @@ def _run_units(units: tuple[nn.Module, ...], input):
     return input
 
 
+def _past_inplace_units(units: tuple[nn.Module, ...], start: int, stop: int) -> int:
+    """The first unit of ``units[start:stop]`` that does not overwrite its input in place
+    (``inplace=True``: ReLU, Dropout, ...). Checkpointing keeps a segment's input for the
+    recomputation, so a segment must not open with a unit that overwrites it; such leading units
+    run just before the segment instead (torch then keeps what they keep)."""
+    while start < stop and getattr(units[start], "inplace", False):
+        start += 1
+    return start
+
+
 class InstalledForward:
     """Base of the ``forward`` attributes installed on modules here (and by :mod:`xconv.checkpoint`);
     :func:`uncheckpoint` removes every one of them."""
@@ -283,6 +293,7 @@ class _SegmentedSequential(InstalledForward):
             return _run_units(units, input)
         position = 0
         for start, stop in self.segments:
+            start = _past_inplace_units(units, start, stop)
             input = _run_units(units[position:start], input)
             piece = units[start:stop]
             input = _SEGMENT(functools.partial(_run_units, piece), piece, input)

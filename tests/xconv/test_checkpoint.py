@@ -155,6 +155,20 @@ def test_dropout_replays_identically():
     assert_same_step(training_step(reference_model, (x,)), training_step(model, (x,)), torch.float64)
 
 
+@pytest.mark.parametrize("mode", ["every:1", "every:2", "sqrt"])
+def test_a_segment_never_opens_with_a_unit_that_overwrites_its_input(mode):
+    """EfficientNet's head, Dropout(inplace=True) then Linear: a segment starting at the dropout would
+    overwrite the input checkpointing keeps (autograd raises at backward); it starts after it instead."""
+    torch.manual_seed(0)
+    reference_model = nn.Sequential(nn.Linear(6, 6), nn.Dropout(0.3, inplace=True), nn.Linear(6, 6),
+                                    nn.ReLU(inplace=True), nn.Linear(6, 6), nn.Dropout(0.2, inplace=True),
+                                    nn.Linear(6, 2)).double()
+    model = copy.deepcopy(reference_model)
+    xconv.checkpoint_sequential(model, mode)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    assert_same_step(training_step(reference_model, (x,)), training_step(model, (x,)), torch.float64)
+
+
 # state_dict, copies, evaluation --------------------------------------------------------------------
 
 def test_state_dict_keys_unchanged_and_round_trip():
