@@ -62,6 +62,7 @@ TABLES: dict[str, Table] = {
         Sweep("grid", ("probes=0,2,4,8,16,32,64", "data.batch_size=32,128,512,1024", "seed=0")),
         Sweep("seeds", ("probes=0,2,4,8,16,32,64", "data.batch_size=128", "seed=1,2")),
         Sweep("bitrelu", ("probes=0,16", "relu=bit", "data.batch_size=128", SEEDS3)),
+        Sweep("activations", ("probes=0,16", "activations=lossless,compact", "data.batch_size=128", SEEDS3)),
     )),
     "cpu_equal_memory_fashion": Table("Fig. 13 analogue: exact at batch 128 vs XConv at batch 256", (
         Sweep("exact128", ("probes=0", "relu=exact", "data.batch_size=128", "task.optimizer.lr=1.0e-3", SEEDS3)),
@@ -81,6 +82,7 @@ TABLES: dict[str, Table] = {
         Sweep("probes", ("probes=0,4,16,64", SEEDS3)),
         Sweep("bitrelu", ("probes=16", "relu=bit", SEEDS3)),
         Sweep("checkpoint", ("probes=0,16", "checkpoint=sqrt", SEEDS3)),
+        Sweep("activations", ("probes=0,16", "activations=lossless,compact", SEEDS3)),
     )),
 }
 
