@@ -10,7 +10,7 @@ memory meters::
     with xconv.memory.SavedTensorMeter() as meter:
         loss = model(x).sum()
 """
-from . import memory, planner, probes, rng
+from . import fake_peak, memory, planner, probes, rng
 from .activations import BitLeakyReLU, BitReLU
 from .checkpoint import checkpoint_sequential
 from .convert import ACTIVATION_MODES, convert, savers_for, set_probes, unconvert, xconv_layers
@@ -27,7 +27,7 @@ __all__ = [
     "XConvTranspose3d", "XConvMixin", "BitReLU", "BitLeakyReLU", "convert", "unconvert",
     "set_probes", "xconv_layers", "ACTIVATION_MODES", "savers_for", "memory", "rng", "manual_seed", "get_rng_state",
     "set_rng_state", "checkpoint_sequential", "uncheckpoint", "checkpoint_plan", "parse_checkpoint_mode",
-    "CheckpointPlan", "plan_budget", "BudgetError", "planner", "probes", "force_sketch",
+    "CheckpointPlan", "plan_budget", "BudgetError", "planner", "probes", "force_sketch", "fake_peak",
 ]
 
 

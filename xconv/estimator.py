@@ -109,7 +109,7 @@ def _chunk_size(probes: int, per_probe_elements: int, input_elements: int) -> in
 def _probe_chunk(kind, count: int, shape, call_seed: int, index: int, like: torch.Tensor) -> torch.Tensor:
     """The ``index``-th chunk of probes of one layer call (``count`` probes, dtype and device of ``like``)."""
     return probe_lib.draw_probes(kind, count, shape, seed=probe_lib.chunk_seed(call_seed, index),
-                                 dtype=like.dtype, device=like.device)
+                                 dtype=like.dtype, device=like.device, like=like)
 
 
 def _chunks(probes: int, chunk: int):

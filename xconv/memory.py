@@ -35,10 +35,11 @@ import torch.nn as nn
 from torch.nn.modules.module import (register_module_forward_hook,
                                      register_module_forward_pre_hook)
 
+from .fake_peak import FakePeak, fake_peak
 from .layers import XConvCalls, XConvMixin
 
 __all__ = ["SavedTensorMeter", "PeakMemory", "saved_bytes", "KeptTensor", "kept_tensors", "kept_bytes",
-           "fallback_report"]
+           "fallback_report", "FakePeak", "fake_peak"]
 
 OUTSIDE_MODULES = "(no module)"
 ROOT_MODULE = "<root>"

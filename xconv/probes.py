@@ -12,7 +12,10 @@ A probe kind is one object in :data:`PROBE_REGISTRY`, found by its name
   sketch into the weight gradient (see :mod:`xconv.layouts`);
 * ``draw(count, shape, generator=, dtype=, device=)``: ``count`` probes of
   ``shape``, random only through ``generator``: backward draws them again from
-  the seed forward used, and must get the very same probes.
+  the seed forward used, and must get the very same probes. Under fake tensors
+  (``FakeTensorMode``, :mod:`xconv.fake_peak`) ``generator`` is a CPU generator
+  whatever ``device`` is, and ``draw`` must only make tensors (no reading of
+  values, no ``.item()``): fake tensors have shapes but no data.
 
 The weight-gradient estimate is unbiased when ``E[(1/r) sum_p e_p e_p^T] = I``;
 every kind here satisfies it.
@@ -27,9 +30,12 @@ registry.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
+from torch._guards import active_fake_mode
+from torch._subclasses.fake_tensor import is_fake, maybe_get_fake_mode
 
 from . import rng
 from .layouts import CHANNEL, FULL, SketchLayout
@@ -111,13 +117,35 @@ def chunk_seed(call_seed: int, chunk_index: int) -> int:
 
 
 def draw_probes(kind: ProbeKind | str, count: int, shape: tuple[int, ...], *, seed: int,
-                dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+                dtype: torch.dtype, device: torch.device, like: torch.Tensor | None = None) -> torch.Tensor:
     """Draw ``count`` probes of ``kind``, each of ``shape``; same seed, same probes.
 
     Returns a tensor of shape ``(count, *shape)``.
+
+    Under fake tensors (a ``FakeTensorMode`` is active, or ``like``, the tensor the
+    probes go with, is fake) the probes are fake too: only their shape, dtype and
+    device exist, so they are drawn from a CPU generator whatever ``device`` says
+    (a fake ``cuda`` device needs no GPU; values do not matter there).
     """
-    generator = rng.probe_generator(device, seed)
-    return _as_kind(kind).draw(count, tuple(shape), generator=generator, dtype=dtype, device=device)
+    fake_mode = _fake_mode(like)
+    if fake_mode is None:
+        generator = rng.probe_generator(device, seed)
+        return _as_kind(kind).draw(count, tuple(shape), generator=generator, dtype=dtype, device=device)
+    with fake_mode if active_fake_mode() is None else contextlib.nullcontext():
+        return _as_kind(kind).draw(count, tuple(shape), generator=_fake_generator.manual_seed(seed),
+                                   dtype=dtype, device=device)
+
+
+# Probes of fake tensors: any generator works, a CUDA one may not exist (no GPU); never torch's global one.
+_fake_generator = torch.Generator(device="cpu")
+
+
+def _fake_mode(like: torch.Tensor | None):
+    """The FakeTensorMode the probes must be drawn under, or None for real probes."""
+    mode = active_fake_mode()
+    if mode is None and like is not None and is_fake(like):
+        mode = maybe_get_fake_mode(like)
+    return mode
 
 
 # The built-in kinds, in the order of xconv.PROBE_KINDS ------------------------------------------------

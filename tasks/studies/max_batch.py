@@ -18,6 +18,17 @@ with real forward passes on this machine:
   process, with glibc serving every allocation above 64 KiB by mmap, so freed tensors leave
   the resident set at once). The default run adds such a peak check for squeezenet1_0 at
   128 px (exact and r=16, fp32) beside the 'saved' rows.
+  ``fake``: the paper's protocol on fake tensors (:func:`xconv.fake_peak.fake_peak`): one
+  step of forward, loss, ``zero_grad()`` (gradients released), backward and an lr=0 SGD step,
+  under ``FakeTensorMode`` and PyTorch's ``MemTracker``; the peak of live tensor bytes,
+  parameters, the previous step's gradients (alive during forward, as in the paper's
+  second tracked step), the input and every temporary included. Nothing is allocated, so
+  it runs at the paper's real budget and batches (``scale`` 1, the default rows for this
+  measure) in seconds per step. Measured as device ``cpu`` unless ``--device cuda`` on a
+  machine with a GPU (backward on fake CUDA tensors needs a CUDA context); what that
+  changes against ``max_memory_allocated`` (dropout masks, cuDNN workspaces) is in
+  :mod:`xconv.fake_peak`. With ``--merge`` the rows are merged into an existing
+  ``<out>.csv``/``<out>.md`` (rows of the same network, image, dtype, measure and r replaced).
 * **Budget**: the paper's card leaves ``0.92 x 16 GiB - (parameters + gradients)`` for
   activations; here a row's budget is ``parameters + gradients + scale x`` that, with the
   scale given per row (``network@size:scale``), so batches stay small enough to run on one
@@ -46,13 +57,17 @@ network and image size, ours beside the paper's).
 
     python scripts/max_batch.py --out results/max_batch        # default rows, ~8 CPU-minutes on 1 thread
     python scripts/max_batch.py --rows squeezenet1_0@512:1/2 --dtypes fp32 --start 1 --measure peak
+    python scripts/max_batch.py --measure fake --start 1 --threads 1 --out results/max_batch --merge  # ~45 min
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import ctypes
+import functools
 import math
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -65,6 +80,7 @@ import torch.nn.functional as F
 import torchvision
 
 import xconv
+from xconv.fake_peak import cross_entropy, fake_peak
 from xconv.memory import PeakMemory, SavedTensorMeter
 
 from . import report
@@ -73,7 +89,7 @@ from .bench_layers import int_list, str_list
 PAPER_BUDGET_BYTES = 0.92 * 16 * 2**30
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PAPER_PRECISION = {"fp32": "fp32", "bf16": "fp16"}  # the paper's half-precision runs were fp16
-MEASURES = ("saved", "peak")
+MEASURES = ("saved", "peak", "fake")
 EXACT = 0  # r = 0: exact backprop
 
 
@@ -125,6 +141,9 @@ PAPER = {
 # so that the exact batch is about 10-30 here.
 DEFAULT_ROWS = "squeezenet1_0@128:1/48,squeezenet1_0@512:1/8,vanillanet_10@64:1/24,vanillanet_10@128:1/16"
 DEFAULT_PEAK_CHECK = "squeezenet1_0@128:1/48"
+# --measure fake allocates nothing: the paper's rows at the paper's budget (scale 1).
+DEFAULT_FAKE_ROWS = ("squeezenet1_0@128:1,squeezenet1_0@256:1,squeezenet1_0@512:1,vanillanet_10@64:1,"
+                     "vanillanet_10@128:1,vanillanet_10@256:1,vanillanet_10@512:1")
 PEAK_CHECK_PROBES = (EXACT, 16)
 
 
@@ -146,8 +165,10 @@ class Result:
     budget_bytes: int
     batch: int
     memory_bytes: int | None  # measured memory at the found batch (None if no batch fits)
-    measurements: int  # memory measurements the search ran (forward passes, or steps for 'peak')
+    measurements: int  # memory measurements the search ran (forward passes, or steps for 'peak' and 'fake')
     gain: float = math.nan  # batch / exact batch of the same row, dtype and measure
+    seconds: float = 0.0  # time in measurements
+    fake: object = None  # measure 'fake': the xconv.fake_peak.FakePeak at the found batch
 
     @property
     def paper_batch(self) -> int | None:
@@ -183,23 +204,32 @@ def row_list(text: str) -> list[RowSpec]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=row_list, default=row_list(DEFAULT_ROWS),
-                        help=f"network@image_size:budget_scale,... (default {DEFAULT_ROWS}); "
-                             f"networks: {', '.join(NETWORKS)}")
+    parser.add_argument("--rows", type=row_list, default=None,
+                        help=f"network@image_size:budget_scale,... (default {DEFAULT_ROWS}; with --measure "
+                             f"fake {DEFAULT_FAKE_ROWS}); networks: {', '.join(NETWORKS)}")
     parser.add_argument("--probes", type=int_list, default=None,
                         help="r values for every row (default: the paper's per network)")
     parser.add_argument("--dtypes", type=str_list, default=list(DTYPES), help="fp32,bf16")
     parser.add_argument("--measure", choices=MEASURES, default="saved")
-    parser.add_argument("--peak-check", type=row_list, default=row_list(DEFAULT_PEAK_CHECK),
-                        help="rows also searched with --measure peak in fp32 for exact and r=16 "
-                             "('' to skip)")
+    parser.add_argument("--peak-check", type=row_list, default=None,
+                        help=f"rows also searched with --measure peak in fp32 for exact and r=16 "
+                             f"('' to skip; default {DEFAULT_PEAK_CHECK}, none with --measure fake)")
     parser.add_argument("--start", default="predict",
-                        help="'predict' (measure saved only) or a start batch to double from (1 = the paper's)")
+                        help="'predict' (measures saved and fake) or a start batch to double from (1 = the paper's)")
     parser.add_argument("--limit", type=int, default=1 << 16, help="largest batch searched")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="write <out>.md, <out>.csv and <out>.png")
+    parser.add_argument("--merge", action="store_true",
+                        help="merge into an existing <out>.csv and <out>.md (same network, image, dtype, measure "
+                             "and r replaced, other rows kept); the figure goes to <out>-<measure>.png")
     args = parser.parse_args(argv)
+    if args.rows is None:
+        args.rows = row_list(DEFAULT_FAKE_ROWS if args.measure == "fake" else DEFAULT_ROWS)
+    if args.peak_check is None:
+        args.peak_check = [] if args.measure == "fake" else row_list(DEFAULT_PEAK_CHECK)
+    if args.merge and args.out is None:
+        parser.error("--merge needs --out")
     bad = [d for d in args.dtypes if d not in DTYPES]
     if bad:
         parser.error(f"--dtypes: {bad} not allowed; choose from {', '.join(DTYPES)}")
@@ -274,9 +304,24 @@ class BatchMemory:
         parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self.state_bytes = 2 * parameter_bytes  # parameters + their gradients
         self.calls = 0
+        self.seconds = 0.0  # time in measurements
+        self.fake_peaks: dict = {}  # measure 'fake': batch -> xconv.fake_peak.FakePeak
 
     def __call__(self, batch: int) -> int:
         self.calls += 1
+        started = time.perf_counter()
+        try:
+            return self._measure(batch)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _measure(self, batch: int) -> int:
+        if self.measure == "fake":  # the paper's loop: forward, loss, zero_grad, backward, (lr=0 SGD step)
+            peak = fake_peak(self.model, (batch, 3, self.size, self.size), loss_fn=cross_entropy(1000),
+                             optimizer=functools.partial(torch.optim.SGD, lr=0.0), zero_grad="after_forward",
+                             device=self.device, dtype=self.dtype)
+            self.fake_peaks[batch] = peak
+            return peak.total_bytes  # parameters, gradients and input included
         generator = torch.Generator().manual_seed(batch)
         x = torch.randn(batch, 3, self.size, self.size, generator=generator).to(self.device, self.dtype)
         target = torch.randint(0, 1000, (batch,), generator=generator).to(self.device)
@@ -327,15 +372,16 @@ def search_row(row: RowSpec, dtype_name: str, probes: list[int], measure: str, s
             return measured[batch] <= budget
 
         smallest = network.smallest_batch
-        if start == "predict" and measure == "saved":
+        if start == "predict" and measure in ("saved", "fake"):
             first, step = predicted_start(fits, measured, budget, limit, smallest), 1
         else:  # 'peak' readings at tiny batches are too coarse to extrapolate from: double
             first = step = min(max(int(start) if start != "predict" else 1, smallest), limit)
         batch = largest_batch(fits, first, limit, first_step=step, smallest=smallest)
         results.append(Result(row.network, row.size, dtype_name, measure, row.scale, r, budget, batch,
-                              measured.get(batch), memory.calls))
+                              measured.get(batch), memory.calls, seconds=memory.seconds,
+                              fake=memory.fake_peaks.get(batch)))
         print(f"  {row.network}@{row.size} {dtype_name} {measure} r={r}: batch {batch} "
-              f"({memory.calls} measurements)", file=sys.stderr, flush=True)
+              f"({memory.calls} measurements, {memory.seconds:.0f} s)", file=sys.stderr, flush=True)
     exact = results[0].batch
     for result in results:
         result.gain = result.batch / exact if exact else math.nan
@@ -379,6 +425,52 @@ def csv_cells(result: Result) -> list:
 
 CSV_COLUMNS = ["network", "image", "dtype", "measure", "r", "batch", "gain", "paper_batch", "paper_gain",
                "scale", "budget_bytes", "memory_bytes_at_batch", "measurements"]
+
+
+def fake_lines(results: list[Result]) -> list[str]:
+    """Where the memory goes at each 'fake' answer: the peak by category, its phase, time per fake step."""
+    rows = [r for r in results if r.fake is not None]
+    if not rows:
+        return []
+    names = list(rows[0].fake.by_category)
+    lines = ["", f"Fake peak at the found batch, by category (device {rows[0].fake.device}; peak phase; mean "
+                 f"seconds per fake step of the search):", ""]
+    table = [[r.network, r.size, r.dtype, "exact" if r.probes == EXACT else r.probes, r.batch,
+              report.format_bytes(r.fake.total_bytes), *(report.format_bytes(r.fake.by_category[n]) for n in names),
+              r.fake.phase, f"{r.seconds / max(r.measurements, 1):.1f}"] for r in rows]
+    return lines + report.markdown_table(["network", "image", "dtype", "r", "batch", "peak", *names, "phase",
+                                          "s/step"], table)
+
+
+def merged_csv_rows(path: Path, rows: list[list]) -> list[list]:
+    """``rows`` merged into the rows of the CSV at ``path``: a row of the same network, image, dtype,
+    measure and r is replaced in place, the others are kept, new ones are appended."""
+    if not path.exists():
+        return rows
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        old = list(reader)
+    if header != CSV_COLUMNS:
+        raise ValueError(f"--merge: {path} has columns {header}, expected {CSV_COLUMNS}")
+    key = lambda row: tuple(str(cell) for cell in row[:5])  # noqa: E731  network, image, dtype, measure, r
+    new = {key(row): row for row in rows}
+    merged = [new.pop(key(row), row) for row in old]
+    return merged + [row for row in rows if key(row) in new]
+
+
+_SECTION = "<!-- max_batch.py --merge: measure {measure} -->"
+
+
+def merged_markdown(path: Path, text: str, measure: str) -> str:
+    """The markdown at ``path`` with this run's ``text`` as its section for ``measure`` (replacing an
+    earlier one), between marker comments."""
+    start, end = _SECTION.format(measure=measure), _SECTION.format(measure=measure) + " end"
+    section = f"{start}\n\n#{text.rstrip()}\n\n{end}\n"  # its title one level down
+    old = path.read_text() if path.exists() else ""
+    if start in old and end in old:
+        return old[:old.index(start)] + section + old[old.index(end) + len(end) + 1:]
+    return (old.rstrip() + "\n\n" if old else "") + section
 
 
 def summary_lines(results: list[Result]) -> list[str]:
@@ -462,14 +554,20 @@ def main(argv: list[str] | None = None) -> list[Result]:
               "memory here as on the paper's GPU.", ""]
     lines += report.markdown_table(COLUMNS, [cells(result) for result in results])
     lines += summary_lines(results)
+    lines += fake_lines(results)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        report.write_text(args.out.with_suffix(".md"), text)
-        report.write_text(args.out.with_suffix(".csv"),
-                          report.csv_text(CSV_COLUMNS, [csv_cells(result) for result in results]))
+        csv_rows = [csv_cells(result) for result in results]
         plotted = args.measure if args.rows else "peak"  # the rows' measure; else the peak check's
-        report.save_figure(figure(results, plotted, f"{title}; measure '{plotted}'"), args.out.with_suffix(".png"))
+        png = args.out.with_suffix(".png")
+        if args.merge:
+            csv_rows = merged_csv_rows(args.out.with_suffix(".csv"), csv_rows)
+            text = merged_markdown(args.out.with_suffix(".md"), text, args.measure)
+            png = args.out.with_name(f"{args.out.name}-{plotted}.png")
+        report.write_text(args.out.with_suffix(".md"), text)
+        report.write_text(args.out.with_suffix(".csv"), report.csv_text(CSV_COLUMNS, csv_rows))
+        report.save_figure(figure(results, plotted, f"{title}; measure '{plotted}'"), png)
     return results
 
 

@@ -66,7 +66,7 @@ MUTANTS = (
            "            e = torch.nn.functional.pad(e, geometry.pre_pad) if geometry.pre_pad is not None else e",
            "full-layout probes padded with zeros whatever the layer's padding mode"),
     Mutant("reuse-probes-across-calls", "xconv/rng.py",
-           "    return int(torch.randint(_SEED_BOUND, (1,), generator=_call_seed_generator).item())",
+           "    return _stream.next()",
            "    return 12345", "every layer call draws the same probes"),
     Mutant("reuse-probes-across-chunks", "xconv/probes.py",
            "    return (call_seed + 0x9E3779B97F4A7C15 * chunk_index) % 2**63", "    return call_seed",

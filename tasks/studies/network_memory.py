@@ -95,6 +95,12 @@ def _torchvision(name: str) -> Callable[[], nn.Module]:
     return build
 
 
+def _smp_unet() -> nn.Module:
+    from ..models.segmentation import smp_unet
+
+    return smp_unet()  # resnet18 encoder, random init: the harness's segmentation model
+
+
 def _images(batch: int, size: int) -> tuple:
     return (torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0)),)
 
@@ -115,6 +121,7 @@ NETWORKS: dict[str, Callable[[], Network]] = {
     "mobilenet_v3_small": lambda: Network(_torchvision("mobilenet_v3_small"), 8, 224),
     "efficientnet_b0": lambda: Network(_torchvision("efficientnet_b0"), 4, 224),
     "convnext_tiny": lambda: Network(_torchvision("convnext_tiny"), 2, 224),
+    "unet_resnet18": lambda: Network(_smp_unet, 8, 128),  # the segmentation U-Net at 128 px
     **{name: (lambda name=name: _task_model(name)) for name in MODEL_SPECS},
 }
 

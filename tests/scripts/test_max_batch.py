@@ -3,6 +3,7 @@ import importlib
 import csv
 
 import pytest
+import torch
 
 
 
@@ -144,3 +145,55 @@ def test_peak_measure_sees_the_steps_memory_on_cpu():
     reading = json.loads(result.stdout.splitlines()[-1])
     growth, activation = reading["growth"], reading["activation"]  # A = 2 MiB
     assert 3 * activation <= growth <= 8 * activation, f"peak growth {growth / activation:.2f} A, A = {activation} B"
+
+
+# --measure fake: the paper's protocol on fake tensors (xconv.fake_peak), nothing allocated ------------------
+
+def test_fake_search_finds_the_largest_batch_whose_fake_peak_fits(script, tmp_path, capsys):
+    from xconv.fake_peak import fake_peak
+
+    results = script.main(["--measure", "fake", "--rows", "squeezenet1_0@32:1/2048", "--probes", "4",
+                           "--dtypes", "fp32", "--peak-check", "", "--start", "1"])
+    assert [(r.probes, r.measure) for r in results] == [(0, "fake"), (4, "fake")]
+    exact, sketched = results
+    assert exact.batch >= 2 and sketched.batch > exact.batch
+    for result in results:
+        assert result.fake is not None and result.fake.total_bytes == result.memory_bytes <= result.budget_bytes
+        assert result.fake.by_category["inputs"] == result.batch * 3 * 32 * 32 * 4
+        assert result.seconds > 0
+    # b + 1 does not fit: one more fake step, the same protocol
+    model = script.convert(script.NETWORKS["squeezenet1_0"].build().train(), script.NETWORKS["squeezenet1_0"], 4,
+                           32, torch.float32, torch.device("cpu"))
+    memory = script.BatchMemory(model, 32, torch.float32, "fake", torch.device("cpu"))
+    assert memory(sketched.batch + 1) > sketched.budget_bytes
+    assert memory(sketched.batch) == sketched.memory_bytes
+    assert "Fake peak at the found batch, by category" in capsys.readouterr().out
+
+
+def test_merge_replaces_rows_of_the_same_key_and_keeps_the_others(script, tmp_path, capsys):
+    out = tmp_path / "max_batch"
+    saved = ["--rows", "squeezenet1_0@32:1/2048", "--probes", "4", "--dtypes", "fp32", "--peak-check", ""]
+    script.main(saved + ["--out", str(out)])
+    before = list(csv.DictReader(out.with_suffix(".csv").open()))
+    fake = saved + ["--measure", "fake", "--out", str(out), "--merge"]
+    script.main(fake)
+    script.main(fake)  # twice: replaced, not duplicated
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    assert rows[:2] == before and [(r["measure"], r["r"]) for r in rows[2:]] == [("fake", "0"), ("fake", "4")]
+    text = out.with_suffix(".md").read_text()
+    assert text.startswith("# Largest batch") and text.count("<!-- max_batch.py --merge: measure fake -->") == 2
+    assert text.count("\n## Largest batch") == 1 and "| squeezenet1_0 | 32 | fp32 | fake | 4 |" in text
+    assert out.with_name("max_batch-fake.png").exists()
+    with pytest.raises(SystemExit):
+        script.main(["--merge", "--measure", "fake"])
+    assert "--merge needs --out" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fake_exact_squeezenet_batch_at_the_papers_budget_is_the_papers(script):
+    """SqueezeNet1_0, 128 px, fp32, exact, at 0.92 x 16 GiB: the paper measured 1392 on its GPU. Ours on
+    fake CPU tensors is within 1% (CPU dropout keeps a float mask where CUDA keeps a bool one)."""
+    (result,) = script.main(["--measure", "fake", "--rows", "squeezenet1_0@128:1", "--probes", "0",
+                             "--dtypes", "fp32", "--peak-check", ""])
+    assert result.budget_bytes == int(0.92 * 16 * 2**30)
+    assert abs(result.batch - 1392) <= 14, result.batch
