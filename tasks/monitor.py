@@ -6,16 +6,27 @@ backward); the last of them is reported (the first is a warm-up, as in the
 paper's protocol). Step time is wall-clock from batch start to batch end
 (optimiser step included), synchronised on CUDA, median over the steps that
 were not metered and not the first.
+
+Fake peak: the model's inputs of the first training step are recorded (shapes and
+dtypes, by a forward pre-hook), and when training ends one more training step of the
+same model at those inputs runs on fake tensors (``xconv.memory.fake_peak``: PyTorch's
+MemTracker under FakeTensorMode, nothing allocated) with the run's optimiser class and
+settings. Its loss is the sum of the model's output (the task's own loss keeps a few
+scalars more). The figure is device-independent on CPU and the GPU's allocator figure
+on CUDA up to rounding and cuDNN workspaces (``xconv/fake_peak.py``); ``summary.json``
+records it under ``fake_peak`` by category.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import statistics
 import time
 
 import lightning as L
 import torch
 
-from xconv.memory import PeakMemory, SavedTensorMeter
+from xconv.memory import PeakMemory, SavedTensorMeter, fake_peak
 
 
 class StepMonitor(L.Callback):
@@ -26,6 +37,24 @@ class StepMonitor(L.Callback):
         self.batch_size: int | None = None
         self._meter = self._peak = None
         self._start = 0.0
+        self.model_inputs: list | None = None  # (shape, dtype) of each positional input, or the value itself
+        self.fake: dict | None = None
+        self._input_hook = None
+
+    def on_train_start(self, trainer, pl_module):
+        model = getattr(pl_module, "model", pl_module)
+        self._input_hook = model.register_forward_pre_hook(self._record_inputs)
+
+    def _record_inputs(self, module, args):
+        if self.model_inputs is None and torch.is_grad_enabled():
+            self.model_inputs = [(tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else a for a in args]
+
+    def on_train_end(self, trainer, pl_module):
+        if self._input_hook is not None:
+            self._input_hook.remove()
+        if self.model_inputs is not None and trainer.is_global_zero:
+            self.fake = fake_step_peak(getattr(pl_module, "model", pl_module), self.model_inputs,
+                                       trainer.optimizers[0] if trainer.optimizers else None, pl_module.device)
 
     def _synchronize(self, pl_module):
         if pl_module.device.type == "cuda":
@@ -69,9 +98,34 @@ class StepMonitor(L.Callback):
                                   "saved_bytes_by_kind": last.get("saved_bytes_by_kind", {}),
                                   "measured_on_step": len(self.metered)},
             "peak_memory": {"bytes": last.get("peak_bytes"), "source": last.get("peak_source")},
+            "fake_peak": self.fake,
             "time": {"median_step_s": median, "steps_timed": len(timed), "batch_size": self.batch_size,
                      "samples_per_s": (self.batch_size / median) if self.batch_size and median > 0 else None},
         }
+
+
+def fake_step_peak(model: torch.nn.Module, inputs: list, optimizer, device: torch.device) -> dict:
+    """One training step of ``model`` at ``inputs`` ((shape, dtype) pairs) on fake tensors: peak bytes
+    in all and by category, the phase of the peak, the device measured as."""
+    def make_inputs():
+        return tuple(torch.zeros(item[0], dtype=item[1]) if isinstance(item, tuple) and len(item) == 2
+                     and isinstance(item[1], torch.dtype) else item for item in inputs)
+
+    build = None
+    if optimizer is not None:  # the run's optimiser class and settings (defaults its constructor takes)
+        takes = inspect.signature(type(optimizer)).parameters
+        build = functools.partial(type(optimizer), **{key: value for key, value in optimizer.defaults.items()
+                                                      if key in takes})
+    was_training = model.training
+    model.train()
+    try:
+        peak = fake_peak(model, make_inputs, optimizer=build, device=device)
+    except Exception as error:  # a model fake tensors cannot run: the run's own figures stand
+        return {"bytes": None, "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
+    finally:
+        model.train(was_training)
+    return {"bytes": peak.total_bytes, "by_category": dict(peak.by_category), "phase": peak.phase,
+            "device": str(peak.device), "source": "fake_tensor_mem_tracker"}
 
 
 def _batch_size(batch) -> int | None:

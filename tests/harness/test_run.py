@@ -36,6 +36,9 @@ def test_classification_runs_and_writes_a_full_summary(tmp_path, fashion_source,
     assert summary["activation_memory"]["saved_bytes"] > 0
     assert summary["activation_memory"]["saved_bytes_by_kind"]
     assert summary["peak_memory"]["source"] in ("cpu_peak_rss_growth", "cuda_max_memory_allocated")
+    fake = summary["fake_peak"]  # one training step of the same model on fake tensors
+    assert fake["source"] == "fake_tensor_mem_tracker" and fake["by_category"]["activations"] > 0
+    assert fake["bytes"] == sum(fake["by_category"].values()) > summary["activation_memory"]["saved_bytes"]
     assert summary["time"]["median_step_s"] > 0 and summary["time"]["samples_per_s"] > 0
     assert summary["config"]["probes"] == probes and summary["versions"]["torch"]
     assert (run_dir / "wandb").is_dir()  # an offline wandb run per job

@@ -55,6 +55,7 @@ def test_two_dip_iterations_write_a_summary(two_step_run, task, probes):
     selected = "psnr_y" if task == "superres" else "psnr"  # the score that picks the best iterate
     assert metrics[f"test/best_{selected}"] >= metrics[f"test/{selected}"] - 1e-4  # the final net was a candidate
     assert summary["activation_memory"]["saved_bytes"] > 0
+    assert summary["fake_peak"]["bytes"] > summary["fake_peak"]["by_category"]["parameters"]  # one fake step ran
     assert summary["time"]["median_step_s"] > 0 and summary["time"]["batch_size"] == 1
     xconv_layers = summary["gradient"]["xconv_layers"]
     capped = [cap["layer"] for cap in summary["probe_caps"]]  # maps too small for 16 probes stay exact

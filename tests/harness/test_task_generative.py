@@ -43,6 +43,7 @@ def test_cli_run_writes_fid_losses_memory_and_samples(cli_run, probes):
     assert summary["metrics"]["test/fid"] >= 0
     assert summary["train_steps"] == 2
     assert summary["activation_memory"]["saved_bytes"] > 0
+    assert summary["fake_peak"]["bytes"] > summary["fake_peak"]["by_category"]["parameters"]  # one fake step ran
     assert summary["time"]["median_step_s"] > 0
     assert bool(summary["gradient"]["xconv_layers"]) == (probes > 0)
     assert (run_dir / "images" / "test_samples_step2.png").exists()

@@ -34,6 +34,7 @@ def check_summary(summary: dict) -> None:
             value = summary["metrics"][f"{stage}/{metric}"]
             assert math.isfinite(value) and 0 <= value <= 1, (stage, metric, value)
     assert summary["activation_memory"]["saved_bytes"] > 0
+    assert summary["fake_peak"]["bytes"] > summary["fake_peak"]["by_category"]["parameters"]  # one fake step ran
     assert summary["time"]["median_step_s"] > 0
     assert summary["train_steps"] == 2
 
