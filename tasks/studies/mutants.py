@@ -88,6 +88,15 @@ MUTANTS = (
            "        ctx.has_bias = bias is not None\n        ctx.leak = x", "the layer keeps its input as a ctx attribute"),
     Mutant("bit-relu-at-zero", "xconv/activations.py", "packed = pack_bits(x > 0)", "packed = pack_bits(x >= 0)",
            "1-bit ReLU passes the gradient at x = 0 (torch's ReLU does not)"),
+    Mutant("no-fallback", "xconv/layers.py", "        return not self.fallback or sketching_forced(), why",
+           "        return True, why", "calls whose sketch is no smaller than their input sketch anyway (more than exact)"),
+    Mutant("bits-order", "xconv/bits.py", "shifted = flat.view(-1, per_byte) << _shifts(bits, flat.device)",
+           "shifted = flat.view(-1, per_byte) << _shifts(bits, flat.device).flip(0)",
+           "codes packed in one order and unpacked in the other"),
+    Mutant("maxpool-ignores-dilation", "xconv/lossless.py", "coord.mul_(dilation[j]).add_(start).mul_(plane)",
+           "coord.add_(start).mul_(plane)", "max-pool backward rebuilds indices as if windows were not dilated"),
+    Mutant("dropout-unscaled", "xconv/lossless.py", "        return bernoulli.div_(1 - p)  # aten: noise.div_(1 - p)",
+           "        return bernoulli", "bit-mask dropout forgets the 1/(1-p) scale"),
 )
 
 
