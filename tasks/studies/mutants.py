@@ -97,6 +97,10 @@ MUTANTS = (
            "coord.add_(start).mul_(plane)", "max-pool backward rebuilds indices as if windows were not dilated"),
     Mutant("dropout-unscaled", "xconv/lossless.py", "        return bernoulli.div_(1 - p)  # aten: noise.div_(1 - p)",
            "        return bernoulli", "bit-mask dropout forgets the 1/(1-p) scale"),
+    Mutant("compact-round-to-nearest", "xconv/compact.py",
+           "        level.add_(_uniform_noise(fraction, generator).lt_(fraction))",
+           "        level.add_(fraction.ge(0.5).to(level.dtype))",
+           "compact norms round x-hat to nearest (biased) instead of stochastically"),
 )
 
 

@@ -12,7 +12,10 @@
   float32, every finite bfloat16 and float16 value), the bound attained within 1%, and no
   ``2**bits``-piece constant approximation doing better than 0.99 x bound (a greedy certificate);
 * torch's global random stream is untouched, and ``torch.manual_seed`` makes the rounding
-  reproducible.
+  reproducible;
+* working memory (fake steps, :func:`xconv.memory.fake_peak`): beyond the output and input gradients,
+  backward temporaries of at most 1/8 of the input's bytes (blocks); results independent of the
+  block size and of the input's memory layout; no fake constants cached by a fake step.
 """
 import copy
 import math
@@ -23,7 +26,7 @@ import torch.nn as nn
 
 import xconv
 from xconv import compact
-from xconv.memory import kept_bytes, saved_bytes
+from xconv.memory import fake_peak, kept_bytes, saved_bytes
 
 from single_thread import one_torch_thread  # noqa: F401  (autouse: tiny tensors, one thread)
 from stats import assert_unbiased, bias_statistic
@@ -189,6 +192,106 @@ def test_never_more_than_torch():
     bias_only.weight.requires_grad_(False)
     out = bias_only(torch.randn(4, 6, 5, 5))
     assert type(out.grad_fn).__name__ == "_CompactNormFunctionBackward" and kept_bytes(out) == 0
+
+
+# Working memory: blocks ------------------------------------------------------------------------------
+
+class Double(nn.Module):
+    """``2 x``: its backward turns the loss's expanded (zero-byte) gradient into a dense one, so the
+    module before it gets a full output gradient, as inside a network."""
+
+    def forward(self, x):
+        return 2 * x
+
+
+# kept bytes per input byte (float32): 8-bit codes for the norms, 4-bit codes for the activation
+WORKING = [("bn2d", lambda: nn.BatchNorm2d(64), 1 / 4), ("ln", lambda: nn.LayerNorm([128, 128]), 1 / 4),
+           ("silu", lambda: nn.SiLU(), 1 / 8)]
+WORKING_SHAPE = (16, 64, 128, 128)  # 2**24 elements: blocks of 2**20 (numel / 16); fake, nothing allocated
+
+
+@pytest.mark.parametrize("name,make,kept", WORKING, ids=[w[0] for w in WORKING])
+def test_working_memory_is_a_few_blocks(name, make, kept):
+    """Fake steps (:func:`xconv.memory.fake_peak`) on a float32 input of 64 MiB. Backward with a dense
+    output gradient: the peak is there, and its temporaries are the output gradient and the input
+    gradient (one input's bytes each) plus at most 1/8 of the input's bytes (the unchunked backward:
+    6x for the norms, 3.25x for SiLU). A lone module (forward and backward): input, output or input
+    gradient, the kept codes, and at most 1/4 of the input's bytes more (unchunked: 5x, 4.4x)."""
+    input_bytes = 4 * math.prod(WORKING_SHAPE)
+
+    def leaf():
+        return torch.randn(WORKING_SHAPE, requires_grad=True)
+
+    dense = fake_peak(nn.Sequential(compact_copy(make()), Double()), leaf, device="cpu")
+    assert dense.phase == "backward"
+    assert dense.by_category["temporaries"] <= (2 + 1 / 8) * input_bytes, dense
+    lone = fake_peak(nn.Sequential(compact_copy(make())), leaf, device="cpu")
+    assert lone.total_bytes <= (2 + kept + 1 / 4) * input_bytes, lone
+
+
+def test_a_fake_step_leaves_no_fake_constants_behind(monkeypatch):
+    """The activations' cached breakpoints and constants, first made under fake_peak's FakeTensorMode,
+    are not cached there: a later real step still has their values."""
+    monkeypatch.setattr(compact, "_STEP_TENSORS", {})
+    fake_peak(nn.Sequential(compact.CompactSiLU()), lambda: torch.randn(4, 5, requires_grad=True), device="cpu")
+    assert not compact._STEP_TENSORS
+    x = torch.linspace(-4, 4, 20)
+    kept, bound = compact_derivative("silu", 4, x)
+    assert (kept - torch_derivative("silu", x)).abs().max() <= bound
+
+
+def blocks_of(monkeypatch, size):
+    """Blocks of at most ``size`` elements (rounded up to a multiple of 8) whatever the tensor's size."""
+    monkeypatch.setattr(compact, "_MIN_BLOCK", size)
+    monkeypatch.setattr(compact, "_BLOCKS", 2 ** 62)
+
+
+@pytest.mark.parametrize("size", [8, 40])
+@pytest.mark.parametrize("name,make,shape", NORMS, ids=[n for n, _, _ in NORMS])
+def test_norm_results_do_not_depend_on_the_blocks(name, make, shape, size, monkeypatch):
+    """Many small blocks (cutting groups, rows, channels) against one block: the same output, the same
+    codes (the noise is drawn block after block from one generator: on CPU the draws of one call), so
+    float64 gradients equal up to the summation order; also for a channels-last input."""
+    plain = randomize(make()).double()
+    x = norm_input(shape, torch.float64)
+    layouts = [x] + ([x.contiguous(memory_format=torch.channels_last)] if x.dim() == 4 else [])
+    for training in (True, False):
+        plain.train(training)
+        for variant in layouts:
+            results = []
+            for blocked in (False, True):
+                if blocked:
+                    blocks_of(monkeypatch, size)
+                xconv.manual_seed(3)
+                results.append(run(compact_copy(plain), variant))
+                monkeypatch.undo()
+            (out, dx, params, _), (out_blocked, dx_blocked, params_blocked, _) = results
+            assert torch.equal(out_blocked, out)
+            torch.testing.assert_close(dx_blocked, dx, rtol=1e-12, atol=1e-14)
+            for key, grad in params.items():
+                torch.testing.assert_close(params_blocked[key], grad, rtol=1e-12, atol=1e-14)
+
+
+BLOCK_ACTIVATIONS = ACTIVATIONS[:2] + ACTIVATIONS[-2:]  # SiLU (and in place), Sigmoid, Tanh
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bf16"])
+@pytest.mark.parametrize("name,make", BLOCK_ACTIVATIONS, ids=[n for n, _ in BLOCK_ACTIVATIONS])
+def test_activation_results_do_not_depend_on_the_blocks_or_the_layout(name, make, dtype, monkeypatch):
+    """Blocks of 8 elements (odd sizes, a last partial byte), a channels-last input and a strided
+    (non-dense) one give the gradient of one block, bit for bit."""
+    x = (3 * torch.randn(3, 5, 7, 9)).to(DTYPES[dtype][0])
+    expected = run(compact_copy(make()), x)
+    blocks_of(monkeypatch, 8)
+    for variant in (x, x.contiguous(memory_format=torch.channels_last)):
+        out, dx, _, _ = run(compact_copy(make()), variant, expected[3])
+        assert torch.equal(out, expected[0]) and torch.equal(dx, expected[1])
+    wide = torch.zeros(3, 5, 7, 18, dtype=x.dtype)
+    wide[..., ::2] = x
+    wide.requires_grad_()
+    strided = (wide * 1)[..., ::2]  # every other element: no memory order makes it contiguous
+    compact_copy(make())(strided).backward(expected[3])
+    assert torch.equal(wide.grad[..., ::2], expected[1])
 
 
 # Norm gradients: deterministic bounds from the quantization step -------------------------------------
