@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-MODES = ["exact", "xconv", "xconv + 1-bit ReLU"]
+from xconv_harness.studies.memory_by_kind import MODES
+
+MODES = list(MODES)  # exact, xconv, xconv + 1-bit ReLU, xconv + lossless, xconv + compact
 
 
 @pytest.fixture(scope="module")
