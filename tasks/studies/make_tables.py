@@ -40,8 +40,8 @@ from pathlib import Path
 from . import paper_numbers
 from . import report
 from . import table_figures
-from .run_summaries import (METRICS_CSV, SUMMARY, Row, SummaryError, Table, baseline_for, load_tables, mean_std,
-                           metrics_for, run_folder_name)
+from .run_summaries import (METRICS_CSV, PEAK_SOURCES, SUMMARY, Row, SummaryError, Table, baseline_for, load_tables,
+                            mean_std, metrics_for, peak_memory, peak_source, run_folder_name)
 
 RESULTS = Path("results")  # relative to the folder the command runs in (the checkout)
 REGENERATE = "python scripts/make_tables.py results/runs --headline"
@@ -60,7 +60,7 @@ def saved_bytes(row: Row) -> float | None:
 
 
 def peak_bytes(row: Row) -> float | None:
-    return mean(row.values(lambda summary: summary["peak_memory"]["bytes"]))
+    return mean(row.values(peak_memory))
 
 
 def step_seconds(row: Row) -> float | None:
@@ -153,7 +153,9 @@ def provenance(table: Table) -> list[str]:
               "- columns: metrics are mean ± sample std over seeds (n runs); Δ = mean ± std of the per-seed "
               "differences from exact (when both rows ran the same seeds); activation memory = bytes "
               "autograd saves for backward in one training step (device-independent); peak memory = "
-              f"{peak_source_text(table)}; step = median training-step wall time. \"vs exact\" and Δ "
+              f"{peak_source_text(table)}; step = median training-step wall time (rows ran one after "
+              "another on a shared CPU, so step ratios between rows are indicative only; ratios measured "
+              "side by side: results/network_memory.md, results/speed.md). \"vs exact\" and Δ "
               "compare with the exact row of the same settings (or the table's only exact row).", ""]
     return lines
 
@@ -193,13 +195,11 @@ def refuse_untraced(tables: list[Table]) -> None:
 
 
 def peak_source_text(table: Table) -> str:
-    sources = sorted({str(run.summary.get("peak_memory", {}).get("source")) for run in table.runs})
-    explained = {"cpu_peak_rss_growth": "growth of the process's peak resident memory over one training step "
-                                        "after a warm-up step (CPU; the allocator reuses freed memory, so "
-                                        "it is a coarse figure)",
-                 "cuda_max_memory_allocated": "torch.cuda.max_memory_allocated over one training step after a "
-                                              "warm-up step"}
-    return "; ".join(f"{source}: {explained.get(source, 'as recorded')}" for source in sources)
+    sources = sorted({str(peak_source(run.summary)) for run in table.runs})
+    explained = {**PEAK_SOURCES, "None": "n/a (the run recorded only CPU peak-RSS growth, allocator noise, not "
+                                         "shown; runs record a fake-tensor peak since commit d00791c)"}
+    return "; ".join(f"{source}: {explained[source]}" if source != "None" else explained[source]
+                     for source in sources)
 
 
 SCALE_KEYS = ("data.name", "model.name", "data.train_subset", "data.test_subset", "data.train_count",
@@ -293,7 +293,7 @@ def csv_row(table: Table, row: Row) -> list:
     saved, peak, step = saved_bytes(row), peak_bytes(row), step_seconds(row)
     cells += [saved, ratio(saved, saved_bytes(reference)) if reference else None,
               peak, ratio(peak, peak_bytes(reference)) if reference else None,
-              " ".join(sorted({str(run.summary.get("peak_memory", {}).get("source")) for run in row.runs})),
+              " ".join(sorted({str(peak_source(run.summary)) for run in row.runs})),
               step, ratio(step, step_seconds(reference)) if reference else None,
               mean(row.values(lambda summary: summary["train_steps"])),
               sum(row.values(lambda summary: summary["wall_time_s"]))]
@@ -397,8 +397,9 @@ def headline(tables: list[Table]) -> tuple[str, str]:
              "- from the tables in this folder (each states its runs' commands, dates, machine and scale); "
              "metric: mean ± std over the row's seeds; Δ: mean ± std of the per-seed differences; the "
              "activation memory factor is exact / XConv (bytes saved for backward per step; > 1 = XConv "
-             "keeps less; the CPU peak-memory figures are too coarse for a headline and stay in the "
-             "tables), the step time ratio is XConv / exact on a shared CPU; where a table has several "
+             "keeps less; peak memory stays in the tables), the step time ratio is XConv / exact from "
+             "runs made one after another on a shared CPU (indicative only; side-by-side ratios are in "
+             "network_memory.md and speed.md); where a table has several "
              f"settings, the r={HEADLINE_PROBES} row with the most seeds is used.", ""]
     lines += report.markdown_table(HEADLINE_COLUMNS, [text for text, _ in rows]) + [""]
     if missing:

@@ -198,6 +198,32 @@ class Table:
         return ", ".join(f"{key.split('.')[-1]}={value}" for key, value in zip(self.setting_keys, row.settings))
 
 
+#: Peak-memory figures a table shows, and what each is. CPU peak-RSS growth (older runs' only figure)
+#: measures the allocator, not the method, and is not shown.
+PEAK_SOURCES = {
+    "fake_tensor_mem_tracker": "one training step of the run's model at its first batch's inputs on fake "
+                               "tensors (xconv.memory.fake_peak: PyTorch's MemTracker; parameters, gradients, "
+                               "optimiser state, activations and temporaries; nothing allocated)",
+    "cuda_max_memory_allocated": "torch.cuda.max_memory_allocated over one training step after a warm-up step",
+}
+
+
+def peak_source(summary: dict) -> str | None:
+    """Which of :data:`PEAK_SOURCES` the run's peak figure comes from (None: none it has is shown)."""
+    if (summary.get("fake_peak") or {}).get("bytes") is not None:
+        return "fake_tensor_mem_tracker"
+    source = (summary.get("peak_memory") or {}).get("source")
+    return source if source in PEAK_SOURCES else None
+
+
+def peak_memory(summary: dict) -> float | None:
+    """The run's peak memory in bytes from :func:`peak_source` (its fake peak first), or None."""
+    source = peak_source(summary)
+    if source == "fake_tensor_mem_tracker":
+        return summary["fake_peak"]["bytes"]
+    return summary["peak_memory"]["bytes"] if source is not None else None
+
+
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     """Mean and sample standard deviation (None for the std of a single value)."""
     if not values:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import paper_numbers
 from . import report
-from .run_summaries import Row, Table, mean_std, metrics_for, val_curve_for
+from .run_summaries import Row, Table, mean_std, metrics_for, peak_memory, val_curve_for
 
 MIB = 2 ** 20
 PICTURE_STEP = re.compile(r"_step(\d+)\.png$")
@@ -45,7 +45,7 @@ def _saved(row: Row) -> float | None:
 
 
 def _peak(row: Row) -> float | None:
-    return _mean(row, lambda summary: summary["peak_memory"]["bytes"])
+    return _mean(row, peak_memory)
 
 
 def _variant(row: Row) -> tuple:

@@ -47,7 +47,8 @@ def write_run(folder: Path, *, command, task, gradient_, seed, batch, metrics, s
     summary = {"task": task, "data": "fake", "model": "fake_net", "gradient": gradient_, "seed": seed,
                "metrics": metrics,
                "activation_memory": {"saved_bytes": saved, "saved_bytes_by_kind": {}, "measured_on_step": 2},
-               "peak_memory": {"bytes": peak, "source": "cpu_peak_rss_growth"},
+               "peak_memory": {"bytes": 987654321, "source": "cpu_peak_rss_growth"},  # allocator noise: never shown
+               **({"fake_peak": {"bytes": peak, "source": "fake_tensor_mem_tracker"}} if peak is not None else {}),
                "time": {"median_step_s": step, "steps_timed": 5, "batch_size": batch, "samples_per_s": 1.0},
                "train_steps": 10, "wall_time_s": 30.0, "device": "cpu", "machine": "Test CPU, 2 logical CPUs",
                "date": date, "versions": {"torch": "9.9", "xconv": "0.1.0"}, "command": command,
@@ -145,7 +146,7 @@ def test_provenance_comes_from_the_summaries(written):
     assert "- software: torch 9.9, xconv 0.1.0" in text
     assert "- scale: 14 runs; seeds 0, 1; data.name=fake; data.train_subset=100; data.batch_size in {8, 16}" in text
     assert "total wall time of the runs 7.0 min" in text
-    assert "cpu_peak_rss_growth" in text
+    assert "peak memory = fake_tensor_mem_tracker: one training step" in text and "941.9 MiB" not in text
 
 
 def test_rows_means_stds_and_ratios(written):
@@ -283,3 +284,17 @@ def test_runs_from_a_dirty_or_unrecorded_tree_are_refused_unless_allowed(make_ta
     header = path.read_text()
     assert "- code: commit 0123456 (clean tree), 1 run; commit 0123456 (UNCOMMITTED CHANGES), 1 run" in header
     assert "--headline --allow-untraced` (the runs' summaries" in header
+
+
+def test_runs_with_only_a_cpu_rss_peak_show_no_peak(tmp_path):
+    """CPU peak-RSS growth measures the allocator: a run without a fake (or CUDA) peak shows n/a."""
+    from xconv_harness.studies.make_tables import main
+
+    for probes, seed in ((0, 0), (4, 0)):
+        write_run(tmp_path / "runs" / f"r{probes}", command=CLASSIFY, task="classification",
+                  gradient_=gradient(probes), seed=seed, batch=32, metrics={"test/acc": 0.9}, saved=1.0 + probes,
+                  peak=None, step=0.01, date="2026-01-01T00:00:00+00:00")
+    written = main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-figures"])
+    text = next(path for path in written if path.suffix == ".md").read_text()
+    assert "peak memory = n/a (the run recorded only CPU peak-RSS growth" in text
+    assert "941.9 MiB" not in text and "987654321" not in text
