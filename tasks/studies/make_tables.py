@@ -33,9 +33,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import shutil
 import sys
 from pathlib import Path
+
+from scipy import stats
 
 from . import paper_numbers
 from . import report
@@ -104,6 +107,27 @@ def delta_spread(metric, row: Row, reference: Row | None) -> float | None:
         return None
     differences = seed_differences(metric, row, reference)
     return mean_std(differences)[1] if differences else None
+
+
+def delta_interval(metric, row: Row, reference: Row | None) -> tuple[float, float] | None:
+    """95% interval of the mean per-seed difference row - reference (Student t, n-1 degrees of freedom;
+    same seeds in both rows, at least two), else None."""
+    if reference is None or reference is row:
+        return None
+    differences = seed_differences(metric, row, reference)
+    if not differences or len(differences) < 2:
+        return None
+    centre, spread = mean_std(differences)
+    half = stats.t.ppf(0.975, len(differences) - 1) * spread / math.sqrt(len(differences))
+    return centre - half, centre + half
+
+
+def interval_text(metric, interval: tuple[float, float] | None) -> str:
+    """``[-0.29, +0.15] (includes 0)`` in the metric's units, or ``n/a``."""
+    if interval is None:
+        return "n/a"
+    low, high = (f"{value * metric.scale:+.{metric.digits}f}" for value in interval)
+    return f"[{low}, {high}]" + (" (includes 0)" if interval[0] <= 0 <= interval[1] else "")
 
 
 def signed_text(metric, value: float | None, spread: float | None = None) -> str:
@@ -358,7 +382,7 @@ def markdown(table: Table, figures: list[str]) -> str:
 
 # Headline --------------------------------------------------------------------------------------
 HEADLINE_COLUMNS = ["table", "task", "metric", "exact", "gradient", "XConv", "Δ vs exact",
-                    "act. memory factor (exact / XConv)", "step time ratio", "settings"]
+                    "Δ 95% CI (paired by seed)", "act. memory factor (exact / XConv)", "step time ratio", "settings"]
 
 
 def headline_rows(table: Table) -> list[tuple[list[str], list]]:
@@ -376,14 +400,16 @@ def headline_rows(table: Table) -> list[tuple[list[str], list]]:
         reference, metric = table.reference(row), metrics_for(table)[0]
         change = delta(metric, row, reference)
         spread = delta_spread(metric, row, reference)
+        interval = delta_interval(metric, row, reference)
         memory = ratio(saved_bytes(reference), saved_bytes(row))
         step = ratio(step_seconds(row), step_seconds(reference))
         settings = table.settings_text(row) or "-"
         text = [table.name, table.task, metric.label, mean_std_text(metric, reference.metric(metric.key)),
                 row.gradient.label, mean_std_text(metric, row.metric(metric.key)),
-                signed_text(metric, change, spread), ratio_text(memory), ratio_text(step), settings]
+                signed_text(metric, change, spread), interval_text(metric, interval), ratio_text(memory),
+                ratio_text(step), settings]
         values = [table.name, table.task, metric.key, mean(reference.metric(metric.key)), row.gradient.label,
-                  mean(row.metric(metric.key)), change, spread, memory, step, settings]
+                  mean(row.metric(metric.key)), change, spread, *(interval or (None, None)), memory, step, settings]
         found.append((text, values))
     return found
 
@@ -395,7 +421,9 @@ def headline(tables: list[Table]) -> tuple[str, str]:
     lines = [f"# Headline: XConv with {HEADLINE_PROBES} channel probes against exact backprop, per table", "",
              f"- regenerate: `{regenerate_command(tables)}`",
              "- from the tables in this folder (each states its runs' commands, dates, machine and scale); "
-             "metric: mean ± std over the row's seeds; Δ: mean ± std of the per-seed differences; the "
+             "metric: mean ± std over the row's seeds; Δ: mean ± std of the per-seed differences, and its 95% "
+             "interval (Student t over the paired seeds; a gap whose interval includes 0 is not shown by "
+             "these runs); the "
              "activation memory factor is exact / XConv (bytes saved for backward per step; > 1 = XConv "
              "keeps less; peak memory stays in the tables), the step time ratio is XConv / exact from "
              "runs made one after another on a shared CPU (indicative only; side-by-side ratios are in "
@@ -405,7 +433,8 @@ def headline(tables: list[Table]) -> tuple[str, str]:
     if missing:
         lines += [f"- no r={HEADLINE_PROBES} channel row (or no exact row) in: {', '.join(missing)}", ""]
     csv = report.csv_text(["table", "task", "metric", "exact_mean", "gradient", "xconv_mean", "delta",
-                           "delta_seed_std", "saved_factor", "step_ratio", "settings"],
+                           "delta_seed_std", "delta_ci95_low", "delta_ci95_high", "saved_factor", "step_ratio",
+                           "settings"],
                           [["" if cell is None else cell for cell in values] for _, values in rows])
     return "\n".join(lines), csv
 

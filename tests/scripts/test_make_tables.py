@@ -211,6 +211,7 @@ def test_headline(written):
     _, rows = table_rows(text, "| table")
     assert rows == [{"table": "fake_sr", "task": "superres", "metric": "PSNR-Y best (dB)", "exact": "20.00",
                      "gradient": "XConv r=16 channel", "XConv": "20.02", "Δ vs exact": "+0.02",
+                     "Δ 95% CI (paired by seed)": "n/a",  # one seed: no interval
                      "act. memory factor (exact / XConv)": "4", "step time ratio": "1", "settings": "-"}]
     assert "- no r=16 channel row (or no exact row) in: fake_table" in text
 
@@ -298,3 +299,24 @@ def test_runs_with_only_a_cpu_rss_peak_show_no_peak(tmp_path):
     text = next(path for path in written if path.suffix == ".md").read_text()
     assert "peak memory = n/a (the run recorded only CPU peak-RSS growth" in text
     assert "941.9 MiB" not in text and "987654321" not in text
+
+
+def test_the_gap_interval_is_a_paired_student_t_interval():
+    """Differences -0.10 and -0.16 over seeds 0, 1: mean -0.13, sd 0.0424, t(0.975, 1) = 12.706, so
+    -0.13 ± 0.381; three seeds with differences -0.1, 0, +0.05 give -0.0167 ± 0.190 (t(0.975, 2) = 4.303)."""
+    from types import SimpleNamespace
+
+    from xconv_harness.studies.make_tables import delta_interval, interval_text
+
+    def row(values):
+        return SimpleNamespace(metric_by_seed=lambda key: dict(enumerate(values)))
+
+    metric = SimpleNamespace(key="test/acc", scale=100, digits=2)
+    low, high = delta_interval(metric, row([0.70, 0.74]), row([0.80, 0.90]))
+    assert abs(low - (-0.13 - 0.3812)) < 1e-3 and abs(high - (-0.13 + 0.3812)) < 1e-3
+    low, high = delta_interval(metric, row([0.9, 1.0, 1.05]), row([1.0, 1.0, 1.0]))
+    assert abs(low + 0.0167 + 0.1897) < 1e-3 and abs(high + 0.0167 - 0.1897) < 1e-3
+    assert interval_text(metric, (low, high)) == "[-20.64, +17.31] (includes 0)"
+    assert interval_text(metric, (-0.5, -0.1)) == "[-50.00, -10.00]"
+    assert delta_interval(metric, row([0.7]), row([0.8])) is None  # one seed
+    assert delta_interval(metric, row([0.7, 0.8]), row([0.8, 0.9, 1.0])) is None  # seeds differ
