@@ -48,6 +48,7 @@ import xconv
 from xconv.planner import activation_bytes
 
 from . import report
+from .timing import ModeComparison
 
 MODES = ("exact", "checkpoint", "xconv", "xconv+checkpoint")
 CONVS_ONLY = "xconv (convs only)"
@@ -128,7 +129,7 @@ def median_ms(steps: dict, repeats: int, warmup: int) -> dict:
 
 
 @dataclass
-class Row:
+class Row(ModeComparison):
     block: str  # "depth" or "model"
     model: str
     depth: int | None
@@ -139,18 +140,6 @@ class Row:
     step_ms: float
     exact_peak: int = 0
     exact_ms: float = 0.0
-
-    @property
-    def peak(self) -> int:
-        return self.saved + self.recompute
-
-    @property
-    def memory_factor(self) -> float:
-        return self.exact_peak / self.peak
-
-    @property
-    def time_ratio(self) -> float:
-        return self.step_ms / self.exact_ms
 
     def values(self) -> list:
         return [self.block, self.model, self.depth if self.depth is not None else "", self.input, self.mode,

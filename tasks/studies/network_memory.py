@@ -54,7 +54,7 @@ from xconv.planner import activation_bytes, no_side_effects
 
 from . import report
 from .speed import MODEL_SPECS, build_model, model_inputs, task_config
-from .timing import backward_step, median_times_ms
+from .timing import ModeComparison, backward_step, median_times_ms
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def with_mode(model: nn.Module, mode: Mode, probes: int, skip: tuple[str, ...]) 
 
 
 @dataclass
-class Row:
+class Row(ModeComparison):
     network: str
     input: str
     mode: str
@@ -148,22 +148,10 @@ class Row:
     exact_peak: int = 0
     exact_ms: float = 0.0
 
-    @property
-    def peak(self) -> int:
-        return self.saved + self.recompute
-
-    @property
-    def factor(self) -> float:
-        return self.exact_peak / self.peak if self.peak else float("inf")
-
-    @property
-    def time_ratio(self) -> float:
-        return self.step_ms / self.exact_ms
-
     def values(self) -> list:
         return [self.network, self.input, self.mode, self.saved, self.recompute, self.peak,
                 "" if self.kept is None else self.kept,
-                round(self.factor, 3), round(self.step_ms, 2), round(self.time_ratio, 3)]
+                round(self.memory_factor, 3), round(self.step_ms, 2), round(self.time_ratio, 3)]
 
 
 COLUMNS = ["network", "input", "mode", "saved_bytes", "recompute_bytes", "peak_bytes", "kept_bytes",
@@ -221,7 +209,7 @@ def markdown(rows: list[Row], args, command: str) -> str:
         cells = [network, exact.input, report.format_bytes(exact.peak)]
         for mode in modes[1:]:
             row = found[mode]
-            cells.append(f"{row.factor:.2f}x, {row.time_ratio:.2f}x time")
+            cells.append(f"{row.memory_factor:.2f}x, {row.time_ratio:.2f}x time")
         table.append(cells)
     lines += report.markdown_table(columns, table)
     above = [f"{row.network} ({row.mode})" for row in rows if row.peak > row.exact_peak]
@@ -245,7 +233,7 @@ def figure(rows: list[Row], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(networks)), 4.5))
     width = 0.8 / max(len(modes), 1)
     for index, mode in enumerate(modes):
-        factors = [next((row.factor for row in rows if row.network == n and row.mode == mode), 0) for n in networks]
+        factors = [next((row.memory_factor for row in rows if row.network == n and row.mode == mode), 0) for n in networks]
         ax.bar([i + index * width for i in range(len(networks))], factors, width, label=mode)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(networks))], networks, rotation=30, ha="right")

@@ -59,6 +59,32 @@ def median_times_ms(steps: dict[Hashable, Step], repeats: int, warmup: int,
     return {key: 1e3 * statistics.median(values) for key, values in times.items()}
 
 
+class ModeComparison:
+    """Properties of a measured mode against the exact mode measured beside it, for row dataclasses with
+    ``saved`` and ``recompute`` (activation bytes), ``step_ms``, ``exact_peak`` and ``exact_ms``."""
+
+    saved: int
+    recompute: int
+    step_ms: float
+    exact_peak: int
+    exact_ms: float
+
+    @property
+    def peak(self) -> int:
+        """Activation memory: bytes kept after forward plus the largest checkpoint recomputation."""
+        return self.saved + self.recompute
+
+    @property
+    def memory_factor(self) -> float:
+        """exact / this mode (> 1: keeps less)."""
+        return self.exact_peak / self.peak if self.peak else float("inf")
+
+    @property
+    def time_ratio(self) -> float:
+        """this mode / exact (> 1: slower)."""
+        return self.step_ms / self.exact_ms
+
+
 def backward_step(module: torch.nn.Module, inputs: tuple, grad: torch.Tensor,
                   leaf: torch.Tensor | None = None) -> Step:
     """A step: ``module(*inputs).backward(grad)`` after resetting the gradients of
