@@ -6,14 +6,20 @@ per batch (seeded by ``seed``, the stage and the batch index), so they are compa
 between runs over the same data. At test time ``fid_samples`` images are generated with
 ``sample_steps`` ancestral steps (fewer than ``timesteps`` = respaced chain, the CPU
 substitution; equal = full DDPM) and compared with as many real test images through a
-feature extractor trained on the training split (:mod:`xconv_harness.fid`): ``test/fid``, plus
-that extractor's accuracy on those real images (``test/fid_extractor_acc``). A grid of
+feature extractor trained on the dataset's training set (:mod:`xconv_harness.fid`): ``test/fid``, plus
+that extractor's accuracy on those real images (``test/fid_extractor_acc``). The extractor is
+trained with ``fid_seed``, not the run's seed, so runs of every seed share one extractor and their
+FIDs compare (an extractor per seed made FID's spread over seeds mostly the extractors').
+``fid_untrained=true`` also logs ``test/fid_untrained``: the FID of samples drawn from the model's
+initial weights, the floor a trained model must clearly beat for its FID to mean anything. A grid of
 samples goes to ``<run folder>/images`` and to wandb. ``trainer.fast_dev_run`` only checks
 this path: FID of at most 16 samples drawn with at most 2 steps, and a newly trained
 extractor is not cached.
 """
 from __future__ import annotations
 
+
+import copy
 
 import torch
 import torch.nn as nn
@@ -23,8 +29,8 @@ from .base import XConvTask
 from .data.classification import DATASETS, NORMALISATION
 from .diffusion import DDPMSchedule, respaced_timesteps
 from .image_logging import save_and_log_images
-from .rules import POSITIVE, Choice, Integer, Number, Text, require_int
-from .table_metric import Metric
+from .rules import POSITIVE, Choice, Flag, Integer, Number, Text, require_int
+from .table_metric import Metric, percent
 
 STAGES = ("val", "test")
 FAST_DEV_RUN_SAMPLES, FAST_DEV_RUN_STEPS = 16, 2  # fast_dev_run only checks the sampling path
@@ -54,26 +60,31 @@ class GenerativeTask(XConvTask):
     ``dataset`` names the data module's normalisation (undone to [-1, 1]); ``timesteps``,
     ``beta_start``, ``beta_end``: the linear schedule; ``sample_steps``: respaced sampling
     steps for FID (= ``timesteps`` for full DDPM); ``fid_samples``: generated (and real)
-    images for FID, drawn ``sample_batch_size`` at a time; ``fid_cache_dir``, ``fid_epochs``:
-    the feature extractor's cache and training length; ``grid_images``: samples shown;
-    ``seed``: evaluation noise, sampling noise and the extractor.
+    images for FID, drawn ``sample_batch_size`` at a time; ``fid_cache_dir``, ``fid_epochs``,
+    ``fid_seed``: the feature extractor's cache, training length and seed (shared by every run
+    seed); ``fid_untrained``: also score the untrained model's samples; ``grid_images``: samples
+    shown; ``seed``: evaluation noise and sampling noise.
     """
 
     CONFIG_RULES = {
         "dataset": Choice(options=DATASETS), "timesteps": POSITIVE, "beta_start": Number(above=0, below=1),
         "beta_end": Number(above=0, below=1), "sample_steps": POSITIVE, "fid_samples": Integer(least=2),
-        "sample_batch_size": POSITIVE, "fid_cache_dir": Text(), "fid_epochs": POSITIVE, "grid_images": POSITIVE,
-        "seed": Integer(),
+        "sample_batch_size": POSITIVE, "fid_cache_dir": Text(), "fid_epochs": POSITIVE, "fid_seed": Integer(),
+        "fid_untrained": Flag(), "grid_images": POSITIVE, "seed": Integer(),
     }
     monitor_metric = "val/loss"
     monitor_mode = "min"
     table_metrics = (Metric("test/fid", "FID", digits=2, higher_is_better=False),
-                     Metric("test/loss", "test loss", digits=4, higher_is_better=False))
+                     Metric("test/loss", "test loss", digits=4, higher_is_better=False),
+                     percent("test/fid_extractor_acc", "FID extractor acc"))
+    baseline_metric = Metric("test/fid_untrained", "samples of the untrained model (initial weights), FID",
+                             higher_is_better=False)
 
     def __init__(self, model, optimizer, scheduler=None, *, dataset: str, timesteps: int = 1000,
                  beta_start: float = 1e-4, beta_end: float = 0.02, sample_steps: int = 100,
                  fid_samples: int = 256, sample_batch_size: int = 256, fid_cache_dir: str = "~/.cache/xconv/fid",
-                 fid_epochs: int = 1, grid_images: int = 64, seed: int = 0):
+                 fid_epochs: int = 1, fid_seed: int = 0, fid_untrained: bool = False, grid_images: int = 64,
+                 seed: int = 0):
         super().__init__(model, optimizer, scheduler)
         self.schedule = DDPMSchedule(timesteps, beta_start, beta_end)
         respaced_timesteps(timesteps, sample_steps)  # raises for a bad sample_steps before training
@@ -83,7 +94,10 @@ class GenerativeTask(XConvTask):
         self.pixels = PixelRange(dataset)
         self.dataset, self.sample_steps, self.fid_samples = dataset, sample_steps, fid_samples
         self.sample_batch_size, self.grid_images, self.seed = sample_batch_size, grid_images, seed
-        self.fid_cache_dir, self.fid_epochs = fid_cache_dir, fid_epochs
+        self.fid_cache_dir, self.fid_epochs, self.fid_seed = fid_cache_dir, fid_epochs, fid_seed
+        # The initial weights (seeded, so a resumed run rebuilds the same ones), kept only to score them.
+        self._initial_weights = ({name: value.detach().clone() for name, value in model.state_dict().items()}
+                                 if fid_untrained else None)
         self._real: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
 
@@ -119,29 +133,36 @@ class GenerativeTask(XConvTask):
             self._labels.append(labels[:wanted])
 
     # Sampling and FID -------------------------------------------------------------------------
-    def generate(self, count: int, shape: tuple[int, int, int], steps: int | None = None) -> torch.Tensor:
-        """``count`` samples in [0, 1] (N, C, H, W) of ``shape`` (C, H, W), reproducible for a model and ``seed``."""
+    def generate(self, count: int, shape: tuple[int, int, int], steps: int | None = None,
+                 model: nn.Module | None = None) -> torch.Tensor:
+        """``count`` samples in [0, 1] (N, C, H, W) of ``shape`` (C, H, W) from ``model`` (default: the
+        task's), reproducible for a model and ``seed``."""
+        model = self.model if model is None else model
         generator = torch.Generator().manual_seed(self.seed)
         chunks = []
         for start in range(0, count, self.sample_batch_size):
             size = min(self.sample_batch_size, count - start)
-            x = self.schedule.sample(self.model, (size, *shape), steps or self.sample_steps, generator)
+            x = self.schedule.sample(model, (size, *shape), steps or self.sample_steps, generator)
             chunks.append((x + 1) / 2)
         return torch.cat(chunks).clamp(0, 1)
 
     def _feature_net(self, in_channels: int, image_size: int) -> fid.FeatureNet:
-        train = self.trainer.datamodule.train_dataloader()
-
-        def load_data():
-            images, labels = zip(*((self.pixels.unit(x.to(self.device)), y) for x, y in train))
-            return torch.cat(images), torch.cat(labels)
-
-        first = torch.stack([train.dataset[i][0] for i in range(min(16, len(train.dataset)))])  # (16, C, H, W)
-        path = fid.cache_path(self.fid_cache_dir, dataset=self.dataset, num_images=len(train.dataset),
-                              seed=self.seed, fingerprint=fid.fingerprint(self.pixels.unit(first)))
-        return fid.load_or_train(path, load_data, in_channels=in_channels, image_size=image_size,
-                                 epochs=self.fid_epochs, seed=self.seed, device=self.device,
+        """The extractor trained with ``fid_seed`` on the dataset's whole training set (the same for
+        every run seed), from the cache when there."""
+        images, labels = self.trainer.datamodule.extractor_data()  # (N, C, H, W) in [0, 1], (N,)
+        path = fid.cache_path(self.fid_cache_dir, dataset=self.dataset, num_images=len(labels),
+                              seed=self.fid_seed, fingerprint=fid.fingerprint(images[:16]))
+        return fid.load_or_train(path, lambda: (images.to(self.device), labels.to(self.device)),
+                                 in_channels=in_channels, image_size=image_size, epochs=self.fid_epochs,
+                                 seed=self.fid_seed, device=self.device,
                                  save=not self.trainer.fast_dev_run)  # fast_dev_run leaves no files behind
+
+    @staticmethod
+    def _fid(feature_net: fid.FeatureNet, real: torch.Tensor, samples: torch.Tensor) -> float:
+        distance = fid.FrechetDistance(feature_net)
+        distance.update(real, real=True)
+        distance.update(samples, real=False)
+        return distance.compute()
 
     def on_test_epoch_end(self):
         if not self._real:
@@ -153,11 +174,14 @@ class GenerativeTask(XConvTask):
             count, steps = min(count, FAST_DEV_RUN_SAMPLES), min(steps, FAST_DEV_RUN_STEPS)
             real, labels = real[:count], labels[:count]
         samples = self.generate(count, tuple(real.shape[1:]), steps)
-        distance = fid.FrechetDistance(self._feature_net(real.shape[1], real.shape[-1]))
-        distance.update(real, real=True)
-        distance.update(samples, real=False)
-        self.log("test/fid", distance.compute())
-        self.log("test/fid_extractor_acc", distance.accuracy(real, labels))
+        feature_net = self._feature_net(real.shape[1], real.shape[-1])
+        self.log("test/fid", self._fid(feature_net, real, samples))
+        self.log("test/fid_extractor_acc", fid.FrechetDistance(feature_net).accuracy(real, labels))
+        if self._initial_weights is not None:
+            untrained = copy.deepcopy(self.model)
+            untrained.load_state_dict(self._initial_weights)
+            self.log("test/fid_untrained", self._fid(feature_net, real, self.generate(count, tuple(real.shape[1:]),
+                                                                                      steps, untrained)))
         shown = samples[:self.grid_images]
         save_and_log_images(self, "test/samples", shown,
                             [f"DDPM sample {i}, {steps} steps" for i in range(len(shown))])

@@ -170,12 +170,21 @@ class ClassificationData(SplitDataModule):
     def num_classes(self) -> int:
         return 10
 
+    def extractor_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dataset's whole training set (train and val splits), in its stored order, as floats in [0, 1]
+        (N, C, H, W) and labels (N,): the same whatever the seed and subset, so a model trained on it (the FID
+        extractor) is the same for every run."""
+        self.setup()
+        images, labels = self.training_pool
+        return images.float() / 255, labels
+
     def load_splits(self):
         if self.dataset == "digits":
             (train_x, train_y), (test_x, test_y) = load_digits()
         else:
             (train_x, train_y), (test_x, test_y) = load_torchvision(self.dataset, self.root, self.download,
                                                                     self.source)
+        self.training_pool = train_x, train_y
         mean, std = NORMALISATION[self.dataset]
         train_indices, val_indices = split_indices(len(train_y), self.val_fraction, self.seed)
         train = Subset(AugmentedImages(train_x, train_y, mean, std, augment=self.augment), train_indices)

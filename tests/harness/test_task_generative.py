@@ -62,6 +62,18 @@ def test_fast_dev_run_works_and_leaves_no_extractor_file(tmp_path):
     assert not (tmp_path / "fid").exists()
 
 
+def test_runs_of_every_seed_share_one_extractor_and_score_the_untrained_model(tmp_path):
+    """FIDs compare across seeds only through one extractor (task.fid_seed, not seed); fid_untrained
+    scores the initial weights' samples, which differ from the trained model's."""
+    for seed in (0, 1):
+        result = run_cli(tmp_path / f"run{seed}", *TWO_STEPS, f"seed={seed}", "task.fid_untrained=true",
+                         f"task.fid_cache_dir={tmp_path / 'fid'}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list((tmp_path / "fid").iterdir())) == 1
+    metrics = read_summary(tmp_path / "run1")["metrics"]
+    assert math.isfinite(metrics["test/fid_untrained"]) and metrics["test/fid_untrained"] != metrics["test/fid"]
+
+
 # The DDPM math -----------------------------------------------------------------------------------
 def test_linear_schedule_alphas_cumprod_decrease_from_one_minus_beta_start():
     abar = DDPMSchedule(1000, 1e-4, 0.02).alphas_cumprod
