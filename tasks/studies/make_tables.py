@@ -365,9 +365,31 @@ def notes(table: Table) -> list[str]:
         values = [value for row in table.rows for value in row.metric(baseline.key)]
         if values:
             lines.append(f"- baseline: {baseline.label} = {mean_std_text(baseline, values)}")
+    lines += convergence_note(table)
     for numbers in paper_sets(table):
         lines.append(f"- {numbers.label}: {numbers.source}")
     return lines + [""] if lines else []
+
+
+BEST_STEP = "val/best_step"  # logged by tasks that keep a best iterate (DIP)
+
+
+def convergence_note(table: Table) -> list[str]:
+    """For a task that keeps its best iterate: the runs whose best iterate is their last training step
+    (still improving when they stopped, so not converged), by row."""
+    runs = [(row, run) for row in table.rows for run in row.runs if BEST_STEP in run.summary["metrics"]]
+    if not runs:
+        return []
+    last = {}
+    for row, run in runs:
+        if run.summary["metrics"][BEST_STEP] >= run.summary["train_steps"]:
+            last[row.gradient.label] = last.get(row.gradient.label, 0) + 1
+    if not last:
+        return [f"- best iterate: before the last step in all {len(runs)} runs (each stopped improving "
+                "before training ended)"]
+    rows = "; ".join(f"{label}: {count}" for label, count in last.items())
+    return [f"- best iterate = the last step in {sum(last.values())} of {len(runs)} runs ({rows}): those "
+            "runs were still improving when training stopped, so their rows are not converged"]
 
 
 def markdown(table: Table, figures: list[str]) -> str:
