@@ -117,7 +117,8 @@ least squares): for a target error e, greedily extend each interval until the
 derivative's range on it exceeds 2e, put the constant at the range's middle,
 and bisect e down to the smallest value that needs ``2**bits`` intervals. The
 constants are those of that construction (float64 grid of spacing 2e-5,
-breakpoints then rounded to 5 decimals, constants to 7 digits); hardswish,
+breakpoints then rounded to 5 decimals, constants to 7 digits; recomputed beside
+these by ``scripts/compact_steps.py`` in the repository); hardswish,
 whose derivative is ``x/3 + 1/2`` on ``(-3, 3)``, 0 below and 1 above, gets
 the exact optimum: 2 bits split at -1.5, 0, 1.5 (error 1/4, jumps included),
 4 bits keep 0 for ``x <= -3`` and 1 for ``x >= 3`` (torch's one-sided
