@@ -65,7 +65,8 @@ TABLES: dict[str, Table] = {
         Sweep("activations", ("probes=0,16", "activations=lossless,compact", "data.batch_size=128", SEEDS3)),
     )),
     "cpu_equal_memory_fashion": Table("Fig. 13 analogue: exact at batch 128 vs XConv at batch 256", (
-        Sweep("exact128", ("probes=0", "relu=exact", "data.batch_size=128", "task.optimizer.lr=1.0e-3", SEEDS3)),
+        Sweep("exact128", ("probes=0", "relu=exact", "activations=exact", "data.batch_size=128",
+                             "task.optimizer.lr=1.0e-3", SEEDS3)),
         Sweep("channel", ("probes=32", "probe=channel", SEEDS3)),
         Sweep("dense", ("probes=256", "probe=gaussian,orthogonal", SEEDS3)),
     )),
