@@ -58,8 +58,15 @@ def mean(values: list[float]) -> float | None:
     return mean_std(values)[0]
 
 
+def activation_bytes(summary: dict) -> int:
+    """What a run's backward holds of activations: the bytes autograd keeps after the forward, plus, for
+    a checkpointed run, its largest segment recomputation (kept during that segment's backward)."""
+    plan = summary["gradient"].get("checkpoint_plan") or {}
+    return summary["activation_memory"]["saved_bytes"] + (plan.get("recompute_bytes") or 0)
+
+
 def saved_bytes(row: Row) -> float | None:
-    return mean(row.values(lambda summary: summary["activation_memory"]["saved_bytes"]))
+    return mean(row.values(activation_bytes))
 
 
 def peak_bytes(row: Row) -> float | None:
@@ -176,7 +183,8 @@ def provenance(table: Table) -> list[str]:
               f"results/runs/{table.name}/)",
               "- columns: metrics are mean ± sample std over seeds (n runs); Δ = mean ± std of the per-seed "
               "differences from exact (when both rows ran the same seeds); activation memory = bytes "
-              "autograd saves for backward in one training step (device-independent); peak memory = "
+              "autograd saves for backward in one training step (device-independent), plus the largest segment "
+              "recomputation in checkpointed rows; peak memory = "
               f"{peak_source_text(table)}; step = median training-step wall time (rows ran one after "
               "another on a shared CPU, so step ratios between rows are indicative only; ratios measured "
               "side by side: results/network_memory.md, results/speed.md). \"vs exact\" and Δ "

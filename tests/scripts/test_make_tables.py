@@ -30,6 +30,8 @@ def gradient(probes, relu="exact", checkpoint=None, probe="channel"):
     entry = {"mode": mode, "probes": probes, "probe": probe, "relu": relu, "xconv_layers": []}
     if checkpoint is not None:  # summaries written before checkpointing existed have no such field
         entry["checkpoint"] = checkpoint
+    if checkpoint == "sqrt":  # the harness records the largest segment recomputation of the plan
+        entry["checkpoint_plan"] = {"mode": "sqrt", "recompute_bytes": MIB}
     return entry
 
 
@@ -168,6 +170,7 @@ def test_rows_means_stds_and_ratios(written):
     memory = [cell for cell in header if cell == "vs exact"]
     assert len(memory) == 3  # activation, peak, step
     assert xconv8["act. memory"] == "2.0 MiB" and exact8["act. memory"] == "8.0 MiB"
+    assert by_label["8", "checkpoint sqrt"]["act. memory"] == "9.0 MiB"  # kept 8 + recomputed 1
     cells = next(line for line in text.splitlines() if line.startswith("| 8 | XConv r=4 channel |"))
     assert "| 2.0 MiB | 0.25 | 4.0 MiB | 0.25 |" in cells and cells.endswith("| 20.0 | 2 |")
     # the pivot by batch size and the gap to exact by batch size (no exact row there)
