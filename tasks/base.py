@@ -73,8 +73,12 @@ class XConvTask(L.LightningModule):
             rng_state.restore_for_this_rank(self._rng_states_to_restore)
             self._rng_states_to_restore = None
 
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """The configured optimiser over this task's parameters (no scheduler)."""
+        return instantiate(self.optimizer_config)(self.parameters())
+
     def configure_optimizers(self):
-        optimizer = instantiate(self.optimizer_config)(self.parameters())
+        optimizer = self.build_optimizer()
         if self.scheduler_config.get("_target_") is None:
             return optimizer
         config = dict(self.scheduler_config)

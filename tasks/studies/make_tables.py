@@ -32,6 +32,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import csv as csv_files
 import dataclasses
 import math
 import shutil
@@ -412,10 +413,21 @@ def markdown(table: Table, figures: list[str]) -> str:
 
 # Headline --------------------------------------------------------------------------------------
 HEADLINE_COLUMNS = ["table", "task", "metric", "exact", "gradient", "XConv", "Δ vs exact",
-                    "Δ 95% CI (paired by seed)", "act. memory factor (exact / XConv)", "step time ratio", "settings"]
+                    "Δ 95% CI (paired by seed)", "act. memory factor (exact / XConv)",
+                    "step time ratio (side by side)", "settings"]
+TIMING = RESULTS / "table_timing.csv"  # scripts/table_timing.py: every table's modes timed in one loop
 
 
-def headline_rows(table: Table) -> list[tuple[list[str], list]]:
+def side_by_side_ratios(path: Path) -> dict[tuple[str, str], float]:
+    """``(table, gradient label) -> step time / exact's``, measured in one loop (scripts/table_timing.py);
+    empty when that file is absent."""
+    if not Path(path).is_file():
+        return {}
+    with Path(path).open(newline="") as handle:
+        return {(row["table"], row["mode"]): float(row["ratio_vs_exact"]) for row in csv_files.DictReader(handle)}
+
+
+def headline_rows(table: Table, timing: dict[tuple[str, str], float]) -> list[tuple[list[str], list]]:
     """Against the table's exact row: its r=16 channel row, then its r=16 channel + 1-bit ReLU row (each
     the one with most seeds, when the table has several settings); as (markdown cells, csv values)."""
     found = []
@@ -432,7 +444,7 @@ def headline_rows(table: Table) -> list[tuple[list[str], list]]:
         spread = delta_spread(metric, row, reference)
         interval = delta_interval(metric, row, reference)
         memory = ratio(saved_bytes(reference), saved_bytes(row))
-        step = ratio(step_seconds(row), step_seconds(reference))
+        step = timing.get((table.name, row.gradient.label))  # side by side, never across the runs
         settings = table.settings_text(row) or "-"
         text = [table.name, table.task, metric.label, mean_std_text(metric, reference.metric(metric.key)),
                 row.gradient.label, mean_std_text(metric, row.metric(metric.key)),
@@ -444,8 +456,8 @@ def headline_rows(table: Table) -> list[tuple[list[str], list]]:
     return found
 
 
-def headline(tables: list[Table]) -> tuple[str, str]:
-    found = [(table, headline_rows(table)) for table in tables]
+def headline(tables: list[Table], timing: dict[tuple[str, str], float]) -> tuple[str, str]:
+    found = [(table, headline_rows(table, timing)) for table in tables]
     rows = [result for _, results in found for result in results]
     missing = [table.name for table, results in found if not results]
     lines = [f"# Headline: XConv with {HEADLINE_PROBES} channel probes against exact backprop, per table", "",
@@ -455,9 +467,9 @@ def headline(tables: list[Table]) -> tuple[str, str]:
              "interval (Student t over the paired seeds; a gap whose interval includes 0 is not shown by "
              "these runs); the "
              "activation memory factor is exact / XConv (bytes saved for backward per step; > 1 = XConv "
-             "keeps less; peak memory stays in the tables), the step time ratio is XConv / exact from "
-             "runs made one after another on a shared CPU (indicative only; side-by-side ratios are in "
-             "network_memory.md and speed.md); where a table has several "
+             "keeps less; peak memory stays in the tables), the step time ratio is XConv / exact measured "
+             "side by side in one loop on the table's config and one batch (table_timing.md; n/a where not "
+             "measured); where a table has several "
              f"settings, the r={HEADLINE_PROBES} row with the most seeds is used.", ""]
     lines += report.markdown_table(HEADLINE_COLUMNS, [text for text, _ in rows]) + [""]
     if missing:
@@ -518,6 +530,8 @@ def parse_args(argv):
                                             "DIR/<table>/<run>/ first (default DIR: results/runs) and "
                                             "build the tables from the copies")
     parser.add_argument("--headline", action="store_true", help="also write headline.md/.csv")
+    parser.add_argument("--timing", default=str(TIMING), help="the headline's side-by-side step time ratios "
+                                                              f"(default {TIMING}, from scripts/table_timing.py)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.add_argument(ALLOW_UNTRACED, action="store_true",
                         help="build tables from runs of a dirty tree or with no recorded commit (refused otherwise)")
@@ -537,7 +551,7 @@ def main(argv=None) -> list[Path]:
     out = Path(args.out)
     written = [path for table in tables for path in write_table(table, out, not args.no_figures)]
     if args.headline:
-        text, csv = headline(tables)
+        text, csv = headline(tables, side_by_side_ratios(Path(args.timing)))
         written += [report.write_text(out / "headline.md", text), report.write_text(out / "headline.csv", csv)]
     for path in written:
         print(path)

@@ -124,12 +124,15 @@ def table_rows(text: str, header_start: str):
 @pytest.fixture(scope="module")
 def written(make_tables, fake_runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    paths = make_tables.main([str(fake_runs), "--out", str(out), "--headline"])
-    return out, paths
+    timing = tmp_path_factory.mktemp("timing") / "table_timing.csv"  # as scripts/table_timing.py writes it
+    timing.write_text("table,mode,median_step_ms,ratio_vs_exact,repeats,batch_shape\n"
+                      "fake_sr,exact,10.0,1.0,5,1x3x8x8\nfake_sr,XConv r=16 channel,12.3,1.23,5,1x3x8x8\n")
+    paths = make_tables.main([str(fake_runs), "--out", str(out), "--headline", "--timing", str(timing)])
+    return out, paths, timing
 
 
 def test_files_per_table(written):
-    out, paths = written
+    out, paths, _ = written
     names = sorted(path.name for path in paths)
     assert names == sorted([
         "fake_table.md", "fake_table.csv", "fake_table_metric.png", "fake_table_memory.png",
@@ -217,12 +220,13 @@ def test_headline(written):
     assert rows == [{"table": "fake_sr", "task": "superres", "metric": "PSNR-Y best (dB)", "exact": "20.00",
                      "gradient": "XConv r=16 channel", "XConv": "20.02", "Δ vs exact": "+0.02",
                      "Δ 95% CI (paired by seed)": "n/a",  # one seed: no interval
-                     "act. memory factor (exact / XConv)": "4", "step time ratio": "1", "settings": "-"}]
+                     "act. memory factor (exact / XConv)": "4", "step time ratio (side by side)": "1.23",
+                     "settings": "-"}]
     assert "- no r=16 channel row (or no exact row) in: fake_table" in text
 
 
 def test_rerun_is_byte_identical(make_tables, fake_runs, written, tmp_path):
-    make_tables.main([str(fake_runs), "--out", str(tmp_path), "--headline"])
+    make_tables.main([str(fake_runs), "--out", str(tmp_path), "--headline", "--timing", str(written[2])])
     first = sorted(path.name for path in written[0].iterdir())
     assert sorted(path.name for path in tmp_path.iterdir()) == first
     for name in first:  # md, csv and png
@@ -266,8 +270,8 @@ def test_committed_tables_regenerate_byte_for_byte(make_tables, tmp_path):
     """results/*.md and *.csv are exactly what make_tables writes from results/runs."""
     runs = ROOT / "results" / "runs"
     assert runs.is_dir(), "results/runs (the committed run summaries) is missing"
-    written = make_tables.main([str(runs), "--out", str(tmp_path), "--headline", "--no-figures",
-                                "--allow-untraced"])  # as their headers say: runs from before commits were recorded
+    written = make_tables.main([str(runs), "--out", str(tmp_path), "--headline", "--no-figures", "--allow-untraced",
+                                "--timing", str(ROOT / "results" / "table_timing.csv")])  # as their headers say: runs from before commits were recorded
     assert written
     for path in written:
         committed = ROOT / "results" / path.name

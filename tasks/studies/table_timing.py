@@ -1,0 +1,142 @@
+"""Step time of each results table's gradient modes, measured side by side in one loop.
+
+A table's rows come from runs made one after another on a shared CPU, so the ratio of their
+median step times mixes the method with whatever else the machine did meanwhile. This study
+builds, for each table's experiment config (``conf/experiment/<table>.yaml``, seed 0), the task
+once per mode (exact, XConv r=16 channel, and the same with 1-bit ReLUs; ``--modes`` for others)
+exactly as a run does (:func:`xconv_harness.run.build`), takes one training batch, and times a
+full training step of each (``task.training_step``, backward, optimiser step) in the same loop,
+the order rotating every repeat (:func:`timing.median_times_ms`). The ratios it writes
+(``results/table_timing.{md,csv}``) are what ``make_tables.py --headline`` shows as step time
+ratios.
+
+    python scripts/table_timing.py --out results/table_timing
+    python scripts/table_timing.py --tables table1_mnist --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import subprocess
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from . import report, timing
+from .reproduce import TABLES
+
+#: Mode name -> the overrides that give it (on top of the table's experiment config).
+MODES = {"exact": ("probes=0", "relu=exact", "activations=exact", "checkpoint=none"),
+         "XConv r=16 channel": ("probes=16", "probe=channel", "relu=exact", "activations=exact", "checkpoint=none"),
+         "XConv r=16 channel + 1-bit ReLU": ("probes=16", "probe=channel", "relu=bit", "activations=exact",
+                                             "checkpoint=none")}
+CSV_COLUMNS = ["table", "mode", "median_step_ms", "ratio_vs_exact", "repeats", "batch_shape"]
+
+
+def compose(table: str, overrides: tuple[str, ...] = ()):
+    """The run config of ``experiment=<table>`` with ``overrides`` (seed 0, one thread, no logger)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from ..config_files import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=[f"experiment={table}", "seed=0", "threads=1",
+                                                               "logger=none", *overrides])
+
+
+def first_batch(datamodule):
+    datamodule.setup("fit")
+    return next(iter(datamodule.train_dataloader()))
+
+
+def training_step(task, batch) -> timing.Step:
+    """One optimiser step of ``task`` on ``batch``, as Lightning's loop runs it (no logging)."""
+    optimizer = task.build_optimizer()
+    task.train()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():  # self.log without a Trainer: nothing to log to, on purpose
+            warnings.filterwarnings("ignore", message=".*self.log.*")
+            loss = task.training_step(batch, 0)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def time_table(table: str, modes: dict[str, tuple[str, ...]], repeats: int, warmup: int,
+               overrides: tuple[str, ...] = ()) -> list[dict]:
+    """Median step milliseconds of every mode of ``table`` on one shared batch, interleaved."""
+    from ..run import build
+
+    steps, batch, shape = {}, None, None
+    for name, mode_overrides in modes.items():
+        datamodule, _, task = build(compose(table, (*overrides, *mode_overrides)))
+        if batch is None:  # every mode steps on the same data
+            batch = first_batch(datamodule)
+            tensors = batch.values() if isinstance(batch, dict) else batch
+            shape = "x".join(map(str, next(t for t in tensors if torch.is_tensor(t)).shape))
+        steps[name] = training_step(task, batch)
+    times = timing.median_times_ms(steps, repeats=repeats, warmup=warmup, device="cpu")
+    exact = times[next(iter(modes))]
+    return [{"table": table, "mode": name, "median_step_ms": ms, "ratio_vs_exact": ms / exact, "repeats": repeats,
+             "batch_shape": shape} for name, ms in times.items()]
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not recorded"
+    return head.stdout.strip() + (" (uncommitted changes)" if dirty else " (clean tree)")
+
+
+def write(rows: list[dict], out: Path, command: str, repeats: int) -> list[Path]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# Step time ratios, every mode of a table measured side by side", "",
+             f"- command: `{command}`", f"- code: commit {commit()}",
+             f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M')} UTC",
+             f"- machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), cpu",
+             f"- scale: each table's experiment config at seed 0, one training batch; median of {repeats} steps "
+             "per mode after warm-up, the modes interleaved (order rotating every repeat)", "",
+             "Ratio = mode / exact step time, same batch, same loop (> 1: slower). Timings on a shared CPU vary "
+             "by 10-20 % between runs; the ratios within a loop are what compare.", ""]
+    lines += report.markdown_table(["table", "batch", "mode", "step (ms)", "vs exact"],
+                                   [[row["table"], row["batch_shape"], row["mode"], f"{row['median_step_ms']:.1f}",
+                                     f"{row['ratio_vs_exact']:.3g}"] for row in rows])
+    md, table_csv = out.with_suffix(".md"), out.with_suffix(".csv")
+    md.write_text("\n".join(lines) + "\n")
+    with table_csv.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return [md, table_csv]
+
+
+def main(argv=None) -> None:
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tables", default=",".join(TABLES), help="comma-separated tables (default: all)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps per mode (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    parser.add_argument("--override", action="append", default=[], help="an extra override for every mode")
+    parser.add_argument("--out", default="results/table_timing", help="output path without suffix")
+    args = parser.parse_args(argv)
+    tables = [table for table in args.tables.split(",") if table]
+    unknown = [table for table in tables if table not in TABLES]
+    if unknown:
+        parser.error(f"--tables={unknown[0]}: not a table; choose from {', '.join(TABLES)}")
+    rows = []
+    for table in tables:
+        rows += time_table(table, MODES, args.repeats, args.warmup, tuple(args.override))
+        print(f"[table_timing] {table}: " + ", ".join(f"{row['mode']} {row['ratio_vs_exact']:.2f}"
+                                                      for row in rows if row["table"] == table), flush=True)
+    for path in write(rows, Path(args.out), "python scripts/table_timing.py " + " ".join(argv or sys.argv[1:]),
+                      args.repeats):
+        print(path)
