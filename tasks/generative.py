@@ -29,7 +29,7 @@ from .base import XConvTask
 from .data.classification import DATASETS, NORMALISATION
 from .diffusion import DDPMSchedule, respaced_timesteps
 from .image_logging import save_and_log_images
-from .rules import POSITIVE, Choice, Flag, Integer, Number, Text, require_int
+from .rules import POSITIVE, SEED, Choice, Flag, Integer, Number, Text, require_int
 from .table_metric import Metric, percent
 
 STAGES = ("val", "test")
@@ -69,7 +69,7 @@ class GenerativeTask(XConvTask):
     CONFIG_RULES = {
         "dataset": Choice(options=DATASETS), "timesteps": POSITIVE, "beta_start": Number(above=0, below=1),
         "beta_end": Number(above=0, below=1), "sample_steps": POSITIVE, "fid_samples": Integer(least=2),
-        "sample_batch_size": POSITIVE, "fid_cache_dir": Text(), "fid_epochs": POSITIVE, "fid_seed": Integer(),
+        "sample_batch_size": POSITIVE, "fid_cache_dir": Text(), "fid_epochs": POSITIVE, "fid_seed": SEED,
         "fid_untrained": Flag(), "grid_images": POSITIVE, "seed": Integer(),
     }
     monitor_metric = "val/loss"
