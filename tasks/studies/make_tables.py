@@ -390,8 +390,8 @@ def convergence_note(table: Table) -> list[str]:
     if not runs:
         return []
     last = {}
-    for row, run in runs:
-        if run.summary["metrics"][BEST_STEP] >= run.summary["train_steps"]:
+    for row, run in runs:  # the last training step's output (step train_steps - 1) or the final validation's
+        if run.summary["metrics"][BEST_STEP] >= run.summary["train_steps"] - 1:
             last[row.gradient.label] = last.get(row.gradient.label, 0) + 1
     if not last:
         return [f"- best iterate: before the last step in all {len(runs)} runs (each stopped improving "

@@ -101,7 +101,7 @@ def fake_runs(tmp_path_factory):
                   command="python -m xconv.run -m experiment=fake_sr probes=0,16,1024", task="superres",
                   gradient_=gradient(probes), seed=0, batch=1,
                   metrics={"test/best_psnr_y": 20.0 + probes / 1024, "test/psnr_y": 19.0,
-                           "test/bicubic_psnr_y": 18.5, "val/best_step": 7 if probes == 16 else 10},
+                           "test/bicubic_psnr_y": 18.5, "val/best_step": {16: 7, 1024: 9}.get(probes, 10)},  # 9 = the last step's output
                   saved=2 * MIB if probes else 8 * MIB, peak=16 * MIB if probes else 20 * MIB, step=0.1,
                   date=f"2026-01-02T00:0{job}:00+00:00", picture=picture)
     return root
