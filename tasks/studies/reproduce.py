@@ -94,8 +94,14 @@ def sweep_dir(root: Path, table: str, sweep: Sweep) -> Path:
     return Path(root) / table / sweep.name
 
 
+def seeds_first(overrides: tuple[str, ...]) -> list[str]:
+    """``overrides`` with the seed sweep first: Hydra varies the first override slowest, so the jobs run
+    seed by seed and a sweep stopped part-way leaves every mode of its finished seeds (paired rows)."""
+    return sorted(overrides, key=lambda override: not override.startswith("seed="))
+
+
 def sweep_command(root: Path, table: str, sweep: Sweep) -> list[str]:
-    return [sys.executable, "-m", "xconv.run", "-m", f"experiment={table}", *SHARED, *sweep.overrides,
+    return [sys.executable, "-m", "xconv.run", "-m", f"experiment={table}", *SHARED, *seeds_first(sweep.overrides),
             f"hydra.sweep.dir={sweep_dir(root, table, sweep)}"]
 
 

@@ -49,3 +49,9 @@ def test_a_finished_sweep_is_recognised_from_its_report(tmp_path):
     assert not reproduce.finished(tmp_path)
     (tmp_path / "multirun_report.json").write_text('{"jobs": 2, "completed": 2}')
     assert reproduce.finished(tmp_path)
+
+
+def test_seeds_vary_slowest_so_a_stopped_sweep_leaves_whole_seeds():
+    command = reproduce.sweep_command(reproduce.ROOT, "cpu_ddpm_mnist", reproduce.Sweep("x", ("probes=0,16", "seed=0,1,2")))
+    swept = [part for part in command if "," in part]
+    assert swept == ["seed=0,1,2", "probes=0,16"]
