@@ -94,23 +94,29 @@ def mean_std_text(metric, values: list[float]) -> str:
 
 
 def seed_differences(metric, row: Row, reference: Row) -> list[float] | None:
-    """Per-seed differences row - reference when both rows ran the same seeds, else None."""
+    """Per-seed differences row - reference over the seeds both rows ran (a row that ran fewer seeds, e.g.
+    one stopped part-way, is paired on those), when there are at least two; else None."""
     ours, exact = row.metric_by_seed(metric.key), reference.metric_by_seed(metric.key)
-    if not ours or sorted(ours) != sorted(exact):
+    common = sorted(set(ours) & set(exact))
+    if len(common) < 2:
         return None
-    return [ours[seed] - exact[seed] for seed in sorted(ours)]
+    return [ours[seed] - exact[seed] for seed in common]
 
 
 def delta(metric, row: Row, reference: Row | None) -> float | None:
-    """Mean of the row's metric minus the reference's (the mean of the paired differences, when paired)."""
+    """The mean of the paired per-seed differences (see :func:`seed_differences`), else the row's mean
+    minus the reference's."""
     if reference is None or reference is row:
         return None
+    differences = seed_differences(metric, row, reference)
+    if differences:
+        return mean(differences)
     ours, exact = mean(row.metric(metric.key)), mean(reference.metric(metric.key))
     return None if ours is None or exact is None else ours - exact
 
 
 def delta_spread(metric, row: Row, reference: Row | None) -> float | None:
-    """Sample std of the per-seed differences (same seeds in both rows, at least two), else None."""
+    """Sample std of the paired per-seed differences (at least two common seeds), else None."""
     if reference is None or reference is row:
         return None
     differences = seed_differences(metric, row, reference)
@@ -119,7 +125,7 @@ def delta_spread(metric, row: Row, reference: Row | None) -> float | None:
 
 def delta_interval(metric, row: Row, reference: Row | None) -> tuple[float, float] | None:
     """95% interval of the mean per-seed difference row - reference (Student t, n-1 degrees of freedom;
-    same seeds in both rows, at least two), else None."""
+    at least two common seeds), else None."""
     if reference is None or reference is row:
         return None
     differences = seed_differences(metric, row, reference)

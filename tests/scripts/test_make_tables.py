@@ -328,4 +328,21 @@ def test_the_gap_interval_is_a_paired_student_t_interval():
     assert interval_text(metric, (low, high)) == "[-20.64, +17.31] (includes 0)"
     assert interval_text(metric, (-0.5, -0.1)) == "[-50.00, -10.00]"
     assert delta_interval(metric, row([0.7]), row([0.8])) is None  # one seed
-    assert delta_interval(metric, row([0.7, 0.8]), row([0.8, 0.9, 1.0])) is None  # seeds differ
+    assert delta_interval(metric, row([0.7]), row([0.8, 0.9, 1.0])) is None  # one seed in common
+    assert delta_interval(metric, row([0.7, 0.8]), row([0.8, 0.9, 1.0])) == pytest.approx((-0.1, -0.1))  # seeds 0, 1
+
+
+def test_a_row_with_fewer_seeds_is_paired_on_the_seeds_both_rows_ran(make_tables, tmp_path):
+    common = dict(command="python -m xconv.run -m experiment=fake_pairs", task="classification", batch=32,
+                  saved=1.0, peak=1.0, step=0.01, date="2026-01-01T00:00:00+00:00")
+    for seed, accuracy in enumerate((0.80, 0.90, 0.50)):  # exact over seeds 0-2
+        write_run(tmp_path / "runs" / f"e{seed}", seed=seed, gradient_=gradient(0), metrics={"test/acc": accuracy},
+                  **common)
+    for seed, accuracy in enumerate((0.70, 0.78)):  # XConv stopped after seeds 0 and 1
+        write_run(tmp_path / "runs" / f"x{seed}", seed=seed, gradient_=gradient(4), metrics={"test/acc": accuracy},
+                  **common)
+    (path,) = [p for p in make_tables.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-figures"])
+               if p.suffix == ".md"]
+    _, rows = table_rows(path.read_text(), "| gradient")
+    # paired on seeds 0 and 1: -10 and -12 points (the means' difference, 74 - 73.3, would be +0.67)
+    assert rows[1]["Δ test acc (%) vs exact"] == f"-11.00 ± {statistics.stdev([-10.0, -12.0]):.2f}"
