@@ -16,11 +16,7 @@ ratios.
 from __future__ import annotations
 
 import argparse
-import csv
-import platform
-import subprocess
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -86,41 +82,21 @@ def time_table(table: str, modes: dict[str, tuple[str, ...]], repeats: int, warm
              "batch_shape": shape} for name, ms in times.items()]
 
 
-def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "not recorded"
-    return head.stdout.strip() + (" (uncommitted changes)" if dirty else " (clean tree)")
-
-
 def write(rows: list[dict], out: Path, command: str, repeats: int) -> list[Path]:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["# Step time ratios, every mode of a table measured side by side", "",
-             f"- command: `{command}`", f"- code: commit {commit()}",
-             f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M')} UTC",
-             f"- machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), cpu",
-             f"- scale: each table's experiment config at seed 0, one training batch; median of {repeats} steps "
-             "per mode after warm-up, the modes interleaved (order rotating every repeat)", "",
-             "Ratio = mode / exact step time, same batch, same loop (> 1: slower). Timings on a shared CPU vary "
-             "by 10-20 % between runs; the ratios within a loop are what compare.", ""]
+    lines = report.provenance("Step time ratios, every mode of a table measured side by side", command,
+                              f"each table's experiment config at seed 0, one training batch; median of {repeats} "
+                              "steps per mode after warm-up, the modes interleaved (order rotating every repeat)")
+    lines += ["Ratio = mode / exact step time, same batch, same loop (> 1: slower). Timings on a shared CPU vary "
+              "by 10-20 % between runs; the ratios within a loop are what compare.", ""]
     lines += report.markdown_table(["table", "batch", "mode", "step (ms)", "vs exact"],
                                    [[row["table"], row["batch_shape"], row["mode"], f"{row['median_step_ms']:.1f}",
                                      f"{row['ratio_vs_exact']:.3g}"] for row in rows])
-    md, table_csv = out.with_suffix(".md"), out.with_suffix(".csv")
-    md.write_text("\n".join(lines) + "\n")
-    with table_csv.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return [md, table_csv]
+    return [report.write_text(out.with_suffix(".md"), "\n".join(lines) + "\n"),
+            report.write_text(out.with_suffix(".csv"), report.csv_text(
+                CSV_COLUMNS, [[row[column] for column in CSV_COLUMNS] for row in rows]))]
 
 
 def main(argv=None) -> None:
-    import sys
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tables", default=",".join(TABLES), help="comma-separated tables (default: all)")
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per mode (default 10)")
@@ -137,6 +113,5 @@ def main(argv=None) -> None:
         rows += time_table(table, MODES, args.repeats, args.warmup, tuple(args.override))
         print(f"[table_timing] {table}: " + ", ".join(f"{row['mode']} {row['ratio_vs_exact']:.2f}"
                                                       for row in rows if row["table"] == table), flush=True)
-    for path in write(rows, Path(args.out), "python scripts/table_timing.py " + " ".join(argv or sys.argv[1:]),
-                      args.repeats):
+    for path in write(rows, Path(args.out), report.command_line("table_timing.py", argv), args.repeats):
         print(path)
