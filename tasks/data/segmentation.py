@@ -150,17 +150,22 @@ class TextureMosaicData(SplitDataModule):
     ``scale`` rescales every source before cropping (0.5: a crop covers more of
     the texture); ``size`` is the side of a sample; ``augment`` adds random
     rotations/flips of training samples on every epoch.
+
+    ``mosaic_seed`` draws the mosaics (train, val and test) from a seed of their own, so runs of
+    different seeds train and are scored on the same images and their spread is the training's
+    alone (init, order, augmentation); null draws them from the run's seed.
     """
 
     CONFIG_RULES = {"textures": ListOf(item=Choice(options=SKIMAGE_SOURCES), least_items=2),
                     "scale": Number(above=0), "size": SIDE, "test_fraction": Number(above=0, below=1),
                     "train_count": POSITIVE, "val_count": POSITIVE, "test_count": POSITIVE,
-                    "max_cells": Integer(least=2), "augment": Flag()}
+                    "max_cells": Integer(least=2), "augment": Flag(),
+                    "mosaic_seed": Integer(least=0, most=2**32 - 1, null="the run's seed")}
 
     def __init__(self, textures: list[str] = ("brick", "grass", "gravel", "moon", "coffee", "chelsea"),
                  scale: float = 0.5, size: int = 64, test_fraction: float = 0.3, train_count: int = 384,
                  val_count: int = 64, test_count: int = 128, max_cells: int = 5, augment: bool = True,
-                 **loader):
+                 mosaic_seed: int | None = None, **loader):
         super().__init__(**loader)
         self.textures = list(textures)
         if len(self.textures) < 2:
@@ -173,7 +178,7 @@ class TextureMosaicData(SplitDataModule):
         self.scale, self.size, self.test_fraction = scale, _positive("image_size", size), test_fraction
         self.counts = tuple(_positive(f"{split}_count", count)
                             for split, count in zip(SPLITS, (train_count, val_count, test_count)))
-        self.max_cells, self.augment = max_cells, augment
+        self.max_cells, self.augment, self.mosaic_seed = max_cells, augment, mosaic_seed
 
     @property
     def num_classes(self) -> int:
@@ -182,7 +187,8 @@ class TextureMosaicData(SplitDataModule):
     def load_splits(self):
         sources = [load_source(name, self.scale) for name in self.textures]
         train, val, test = build_mosaic_splits(sources, self.size, self.counts, self.test_fraction,
-                                               self.seed, self.max_cells)
+                                               self.seed if self.mosaic_seed is None else self.mosaic_seed,
+                                               self.max_cells)
         return (RotateFlip(train) if self.augment else train), val, test
 
 

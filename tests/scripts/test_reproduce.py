@@ -55,3 +55,18 @@ def test_seeds_vary_slowest_so_a_stopped_sweep_leaves_whole_seeds():
     command = reproduce.sweep_command(reproduce.ROOT, "cpu_ddpm_mnist", reproduce.Sweep("x", ("probes=0,16", "seed=0,1,2")))
     swept = [part for part in command if "," in part]
     assert swept == ["seed=0,1,2", "probes=0,16"]
+
+
+def test_table1_sweeps_train_the_papers_epochs_for_their_batch():
+    """Paper Table 1: epochs = 10 + 2 log2(B) (20 at 32, 24 at 128, 30 at 1024); each sweep is one batch."""
+    import math
+
+    from xconv_harness.studies.table_timing import compose
+
+    for sweep in reproduce.TABLES["table1_mnist"].sweeps:
+        fixed = tuple(o for o in sweep.overrides if "," not in o and not o.startswith("data.batch_size="))
+        batches = [o.partition("=")[2].split(",") for o in sweep.overrides if o.startswith("data.batch_size=")]
+        for batch in (batches[0] if batches else [None]):
+            cfg = compose("table1_mnist", fixed + ((f"data.batch_size={batch}",) if batch else ()))
+            expected = 10 + 2 * math.log2(cfg.data.batch_size)
+            assert cfg.trainer.max_epochs == expected, (sweep.name, cfg.data.batch_size, cfg.trainer.max_epochs)
