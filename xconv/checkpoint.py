@@ -21,7 +21,7 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 
-from .planner import plan_budget, recompute_bytes
+from .planner import activation_bytes, plan_budget, recompute_bytes
 # The segment names are re-exported: xconv.checkpoint.find_sequential_parts etc. keep working.
 from .segments import (CHECKPOINT_FORMS, CheckpointMode, CheckpointPlan, CheckpointSegment, InstalledForward, Part,
                        Segment, checkpoint_plan, find_sequential_parts, install_segments, parse_bytes,
@@ -74,9 +74,13 @@ def checkpoint_sequential(model: nn.Module, mode="sqrt", *, example_input=None,
     Args:
         mode: ``"none"``, ``"sqrt"``, ``"every:K"``, ``"budget:<bytes>"`` (or a
             :class:`CheckpointMode`).
-        example_input: budget mode only: an input (or tuple of inputs) to plan
-            with now. Without it the plan is made at the first forward call in
-            training mode with gradients enabled, on that call's inputs.
+        example_input: an input (or tuple of inputs) of the model. Budget mode: plan
+            with it now (without it the plan is made at the first forward call in
+            training mode with gradients enabled, on that call's inputs). sqrt/every
+            mode: measure the plan on it and decline it (install no segment; the
+            plan's ``declined`` says why) when its peak, kept bytes plus the largest
+            segment recomputation, would not be below what the model keeps without
+            checkpointing: checkpointing never costs more memory than it saves.
         measure_recompute: sqrt/every mode: at the first training call, profile the
             bytes the largest segment recomputation saves in backward into the plan's
             ``recompute_bytes`` (one extra forward; the budget planner always measures it).
@@ -109,6 +113,27 @@ def checkpoint_sequential(model: nn.Module, mode="sqrt", *, example_input=None,
     length = sqrt_segment_length(parts) if parsed.kind == "sqrt" else parsed.every
     plan = CheckpointPlan(str(parsed), units, length, tuple(segments_of_length(parts, length)))
     install_segments(model, plan.segments, plan)
+    if example_input is not None and plan.segments:
+        return _unless_it_keeps_more(model, plan, example_input, example_kwargs or {})
     if measure_recompute and plan.segments:
         _MeasureRecomputeOnFirstCall(model)
+    return plan
+
+
+def _unless_it_keeps_more(model: nn.Module, plan: CheckpointPlan, example_input, kwargs: dict) -> CheckpointPlan:
+    """``plan`` (installed) with its measured recomputation, or no segments if its peak (kept +
+    largest recomputation) on ``example_input`` is not below the bytes the model keeps without it."""
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    checkpointed = activation_bytes(model, *inputs, **kwargs)
+    with suspended(model):
+        plain = activation_bytes(model, *inputs, **kwargs)["saved"]
+    if checkpointed["peak"] < plain:
+        plan = replace(plan, recompute_bytes=checkpointed["recompute"])
+        record_plan(model, plan)
+        return plan
+    uncheckpoint(model)
+    plan = replace(plan, segments=(), recompute_bytes=0,
+                   declined=f"{plan.mode} would keep {checkpointed['saved']} B and recompute {checkpointed['recompute']} B, "
+                            f"not less than the {plain} B kept without checkpointing")
+    record_plan(model, plan)
     return plan

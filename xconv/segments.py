@@ -329,6 +329,9 @@ class CheckpointPlan:
     # Bytes the largest segment's recomputation saves in backward (beyond what the forward kept);
     # measured on the first training call with ``measure_recompute=True`` or by the planner.
     recompute_bytes: int | None = None
+    # sqrt/every mode with an example input: why no segment was installed (the plan would not have kept
+    # less than the model without checkpointing), else None.
+    declined: str | None = None
 
     @property
     def recomputed_units(self) -> int:
@@ -339,6 +342,8 @@ class CheckpointPlan:
                "segments": len(self.segments), "recomputed_units": self.recomputed_units,
                "segment_names": [f"{s.part or '<root>'}[{s.start}:{s.stop}]" for s in self.segments],
                "recompute_bytes": self.recompute_bytes}
+        if self.declined is not None:
+            out["declined"] = self.declined
         if self.budget is not None:
             out["budget"] = self.budget.summary()
         return out

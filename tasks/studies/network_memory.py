@@ -14,7 +14,8 @@ xconv + lossless          ``convert(probes=r, activations="lossless")``: + 1-bit
                           offsets, shape-only average pools, bit-packed dropout (torch's gradients)
 xconv + compact           ``activations="compact"``: + norms' x-hat in 8 bits, derivative codes
 lossless                  ``convert(probes=0, activations="lossless")``: exact gradients, less memory
-checkpoint sqrt           ``xconv.checkpoint_sequential(model, "sqrt")`` (Chen et al. 2016)
+checkpoint sqrt           ``xconv.checkpoint_sequential(model, "sqrt", example_input=x)`` (Chen et
+                          al. 2016); declined (no segments) where it would not keep less
 xconv + compact + ckpt    both
 ========================  ====================================================================
 
@@ -126,13 +127,14 @@ NETWORKS: dict[str, Callable[[], Network]] = {
 }
 
 
-def with_mode(model: nn.Module, mode: Mode, probes: int, skip: tuple[str, ...]) -> nn.Module:
-    """A copy of ``model`` set up for ``mode`` (same weights)."""
+def with_mode(model: nn.Module, mode: Mode, probes: int, skip: tuple[str, ...], inputs: tuple) -> nn.Module:
+    """A copy of ``model`` set up for ``mode`` (same weights); checkpointing is planned on ``inputs`` and
+    declined where its peak would not be below the model's without it (``checkpoint_plan(model).declined``)."""
     model = copy.deepcopy(model)
     if mode.probes or mode.activations != "exact":
         xconv.convert(model, probes=probes if mode.probes else 0, activations=mode.activations, skip=list(skip))
     if mode.checkpoint != "none":
-        xconv.checkpoint_sequential(model, mode.checkpoint)
+        xconv.checkpoint_sequential(model, mode.checkpoint, example_input=inputs)
     return model
 
 
@@ -145,6 +147,7 @@ class Row(ModeComparison):
     recompute: int
     kept: int | None
     step_ms: float
+    declined: str | None = None  # checkpointing not installed, and why
     exact_peak: int = 0
     exact_ms: float = 0.0
 
@@ -174,7 +177,7 @@ def measure(name: str, network: Network, args) -> list[Row]:
     batch, size = args.batch or network.batch, args.size or network.size
     inputs = network.inputs(batch, size) if network.inputs else _images(batch, size)
     modes = [mode for mode in MODES if mode.name in args.modes]
-    variants = {mode.name: with_mode(base, mode, args.probes, network.exact_layers) for mode in modes}
+    variants = {mode.name: with_mode(base, mode, args.probes, network.exact_layers, inputs) for mode in modes}
     memory = {mode: activation_bytes(model, *inputs) for mode, model in variants.items()}
     # the graph walk is a cross-check of what stays after the forward; checkpointed segments keep
     # their inputs through saved-tensor hooks the walk does not see as such, so it is left out there
@@ -184,8 +187,8 @@ def measure(name: str, network: Network, args) -> list[Row]:
     times = median_times_ms({mode: backward_step(model, inputs, grad) for mode, model in variants.items()},
                             args.repeats, args.warmup, "cpu")
     shape = "x".join(map(str, inputs[0].shape))
-    rows = [Row(name, shape, mode, memory[mode]["saved"], memory[mode]["recompute"], kept[mode], times[mode])
-            for mode in variants]
+    rows = [Row(name, shape, mode, memory[mode]["saved"], memory[mode]["recompute"], kept[mode], times[mode],
+                getattr(xconv.checkpoint_plan(model), "declined", None)) for mode, model in variants.items()]
     for row in rows:
         row.exact_peak, row.exact_ms = memory["exact"]["peak"], times["exact"]
     return rows
@@ -214,6 +217,10 @@ def markdown(rows: list[Row], args, command: str) -> str:
     lines += report.markdown_table(columns, table)
     above = [f"{row.network} ({row.mode})" for row in rows if row.peak > row.exact_peak]
     lines += ["", "Above exact in any mode: " + (", ".join(above) if above else "none") + "."]
+    declined = [f"{row.network} ({row.mode})" for row in rows if row.declined]
+    if declined:
+        lines += ["Checkpointing declined (its kept bytes plus recomputation would not be below the same model "
+                  "without it, so no segment was installed): " + ", ".join(declined) + "."]
     mismatched = [f"{row.network} ({row.mode}: {row.saved} vs {row.kept})" for row in rows
                   if row.kept is not None and row.saved != row.kept]
     lines += ["Saved-tensor hooks and the graph walk agree in every mode without checkpointing."

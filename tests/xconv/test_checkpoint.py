@@ -13,6 +13,7 @@ import xconv
 import xconv.checkpoint as ckpt
 import xconv.segments as segments
 from xconv.memory import SavedTensorMeter
+from xconv.planner import activation_bytes
 
 from tiny_models import ConditionedNet, tiny_resnet18
 
@@ -215,3 +216,37 @@ def test_checkpointed_chain_keeps_only_segment_inputs():
     assert meter.total_bytes == len(plan.segments) * x.numel() * 4  # one input per segment, nothing else
     assert meter.bytes_by_kind == {"CheckpointSegment": meter.total_bytes}
     assert exact.total_bytes > 3 * meter.total_bytes
+
+
+def _conv_chain(blocks: int) -> nn.Sequential:
+    layers = [nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()]
+    for _ in range(blocks):
+        layers += [nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_sqrt_with_an_example_input_declines_a_plan_that_would_not_keep_less(blocks):
+    """Short chains: sqrt's kept segment inputs plus its largest recomputation equal what the plain chain keeps
+    (measured above: 38912 = 22528 + 16384 at one block), so with an example input no segment is installed."""
+    x = torch.randn(2, 3, 16, 16)
+    plain_bytes = activation_bytes(_conv_chain(blocks), x)["saved"]
+    model = _conv_chain(blocks)
+    plan = xconv.checkpoint_sequential(model, "sqrt", example_input=x)
+    assert plan.segments == () and xconv.checkpoint_plan(model) is plan
+    assert plan.declined.startswith("sqrt would keep") and str(plain_bytes) in plan.declined
+    assert plan.summary()["declined"] == plan.declined and plan.summary()["segments"] == 0
+    assert activation_bytes(model, x)["peak"] == plain_bytes
+    # without an example input the same plan is installed as asked
+    assert xconv.checkpoint_sequential(_conv_chain(blocks), "sqrt").segments
+
+
+def test_sqrt_with_an_example_input_keeps_a_plan_that_saves_and_records_its_recomputation():
+    x = torch.randn(2, 3, 16, 16)
+    plain_bytes = activation_bytes(_conv_chain(8), x)["saved"]
+    model = _conv_chain(8)
+    plan = xconv.checkpoint_sequential(model, "sqrt", example_input=x)
+    assert plan.segments and plan.declined is None and "declined" not in plan.summary()
+    measured = activation_bytes(model, x)
+    assert plan.recompute_bytes == measured["recompute"] > 0
+    assert measured["peak"] < plain_bytes
