@@ -19,9 +19,10 @@ from .activations import BIT_ACTIVATION_FOR
 from .compact import COMPACT_FOR
 from .lossless import LOSSLESS_FOR
 from .layers import DEFAULT_PROBE, DEFAULT_PROBES, XCONV_FOR, XConvMixin, sketch_saves_memory
+from .keep_once import candidates_of, layers_kept_elsewhere
 from .probes import probe_kind
 
-__all__ = ["ACTIVATION_MODES", "convert", "unconvert", "set_probes", "xconv_layers", "savers_for"]
+__all__ = ["ACTIVATION_MODES", "convert", "unconvert", "set_probes", "xconv_layers", "savers_for", "left_plain"]
 
 Skip = Union[None, str, Iterable[str], Callable[[str, nn.Module], bool]]
 
@@ -70,6 +71,11 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
             gradients) to see each layer's inputs; convolutions none of whose calls
             would sketch (a sketch no smaller than the input) are left plain. The
             others are converted and decide call by call (never more than exact).
+            Then, keep once (:mod:`xconv.keep_once`): converted layers whose kept
+            tensor another layer keeps anyway (an XConv layer after a plain ReLU, a
+            1-bit ReLU before a plain convolution) go back to their torch layer, which
+            keeps that tensor at no extra cost (XConv layers: exact weight gradients).
+            :func:`left_plain` names every layer left plain and why.
 
     Returns ``model`` (converted in place). Subclasses of the torch layers with a
     forward of their own are not converted (a warning names them).
@@ -80,6 +86,7 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
     savers = savers_for(activations, relu)
     should_skip = _skip_predicate(skip)
     unprofitable = _layers_without_saving(model, probes, probe, example_input)
+    reasons = {name: "no call's sketch would be smaller than its input" for name in unprofitable}
 
     foreign = []
     for name, module in model.named_modules():
@@ -98,19 +105,48 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
     if foreign:
         warnings.warn("xconv.convert left these subclasses of torch layers unconverted (their own "
                       "forward could not be kept): " + ", ".join(foreign), stacklevel=2)
+    if example_input is not None:
+        reasons.update(_keep_once(model, example_input))
+    model.__dict__[_LEFT_PLAIN] = reasons
     return model
+
+
+_LEFT_PLAIN = "_xconv_left_plain"
+
+
+def left_plain(model: nn.Module) -> dict[str, str]:
+    """``{name: why}`` of the layers the last :func:`convert` with ``example_input`` left as torch's."""
+    return dict(model.__dict__.get(_LEFT_PLAIN, {}))
+
+
+def _keep_once(model: nn.Module, example_input) -> dict[str, str]:
+    """Turn back converted layers whose kept tensor another layer keeps, until none is found."""
+    found: dict[str, str] = {}
+    while True:
+        candidates = candidates_of(model, _PLAIN_FOR)
+        redundant = layers_kept_elsewhere(model, example_input, candidates) if candidates else {}
+        if not redundant:
+            return found
+        for name in redundant:
+            _to_plain(candidates[name][0])
+        found.update(redundant)
 
 
 def unconvert(model: nn.Module) -> nn.Module:
     """Undo :func:`convert` in place: every XConv layer and saver becomes its torch layer."""
     for module in model.modules():
-        plain = _PLAIN_FOR.get(type(module))
-        if plain is not None:
-            if isinstance(module, XConvMixin):
-                for setting in ("probes", "probe", "fallback", "_xconv_calls"):
-                    module.__dict__.pop(setting, None)
-            module.__class__ = plain
+        _to_plain(module)
+    model.__dict__.pop(_LEFT_PLAIN, None)
     return model
+
+
+def _to_plain(module: nn.Module) -> None:
+    plain = _PLAIN_FOR.get(type(module))
+    if plain is not None:
+        if isinstance(module, XConvMixin):
+            for setting in ("probes", "probe", "fallback", "_xconv_calls"):
+                module.__dict__.pop(setting, None)
+        module.__class__ = plain
 
 
 def set_probes(model: nn.Module, probes: int, probe: str | None = None) -> int:

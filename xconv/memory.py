@@ -26,6 +26,7 @@ memory just the same.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -35,6 +36,7 @@ import torch.nn as nn
 from torch.nn.modules.module import (register_module_forward_hook,
                                      register_module_forward_pre_hook)
 
+from . import rng
 from .fake_peak import FakePeak, fake_peak
 from .layers import XConvCalls, XConvMixin
 
@@ -61,6 +63,8 @@ class SavedTensorMeter:
     the root module is ``'<root>'``), and ``meter.call_order`` lists the names of
     every module of ``model`` in the order they first ran, savers or not.
     Modules outside ``model`` count under ``'(no module)'`` there.
+    ``meter.storages_by_module`` names the storages each module saved, a storage that
+    several modules saved under each of them (what :mod:`xconv.keep_once` reads).
 
     Also with ``model``: ``meter.xconv_calls`` maps the name of each XConv layer of ``model``
     that made a call which could use the estimator inside the block to an
@@ -74,6 +78,8 @@ class SavedTensorMeter:
         self.total_bytes = 0
         self.bytes_by_kind: dict[str, int] = defaultdict(int)
         self.bytes_by_module: dict[str, int] = defaultdict(int)
+        # with ``model``: the storages each module saved, shared ones under every module that saved them
+        self.storages_by_module: dict[str, set[tuple]] = defaultdict(set)
         self.call_order: list[str] = []
         self.tensors_saved = 0
         self._names = ({id(module): name or ROOT_MODULE for name, module in model.named_modules()}
@@ -118,11 +124,15 @@ class SavedTensorMeter:
         if isinstance(tensor, nn.Parameter):
             return tensor.detach()
         key = _storage_key(tensor)
-        if key is None or key in self._parameter_storages or key in self._seen_storages:
+        if key is None or key in self._parameter_storages:
+            return tensor.detach()
+        kind, name = self._module_stack[-1] if self._module_stack else (OUTSIDE_MODULES, None)
+        if self._names is not None:
+            self.storages_by_module[name or OUTSIDE_MODULES].add(key)
+        if key in self._seen_storages:
             return tensor.detach()
         self._seen_storages.add(key)
         nbytes = tensor.untyped_storage().nbytes()
-        kind, name = self._module_stack[-1] if self._module_stack else (OUTSIDE_MODULES, None)
         self.total_bytes += nbytes
         self.bytes_by_kind[kind] += nbytes
         if self._names is not None:
@@ -202,6 +212,22 @@ def fallback_report(model: nn.Module) -> dict[str, dict]:
                            "sketch_numbers": why.sketch_numbers, "input_numbers": why.input_numbers,
                            "calls": count} for why, count in calls.no_saving.items()]}
     return report
+
+
+@contextlib.contextmanager
+def no_side_effects(model: nn.Module):
+    """Buffers (BatchNorm statistics), torch's generators and XConv's generator are restored on exit."""
+    kept = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+    xconv_state = rng.get_rng_state()
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for buffer, value in kept:
+                    buffer.copy_(value)
+            rng.set_rng_state(xconv_state)
 
 
 def _storage_key(tensor: torch.Tensor):

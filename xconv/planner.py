@@ -34,19 +34,17 @@ Imports :mod:`xconv.segments` (parts, segments, plans); :mod:`xconv.checkpoint`
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
-from . import rng
 from .segments import (CheckpointPlan, Part, Segment, checkpoint_plan, find_sequential_parts, install_segments,
                        parse_bytes, segments_of_length, suspended, uncheckpoint, with_budget_report)
 from .convert import sketch_numbers_per_sample
 from .layers import XConvMixin
-from .memory import SavedTensorMeter, _storage_key
+from .memory import SavedTensorMeter, _storage_key, no_side_effects
 
 __all__ = ["BudgetError", "BudgetReport", "plan_budget", "default_probe_levels", "profile_units",
            "activation_bytes", "recompute_bytes"]
@@ -69,22 +67,6 @@ def _format(nbytes: float) -> str:
 
 
 # Profiling -----------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def no_side_effects(model: nn.Module):
-    """Buffers (BatchNorm statistics), torch's generators and XConv's generator are restored on exit."""
-    kept = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
-    xconv_state = rng.get_rng_state()
-    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
-    with torch.random.fork_rng(devices=cuda):
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for buffer, value in kept:
-                    buffer.copy_(value)
-            rng.set_rng_state(xconv_state)
-
 
 def _tensors(value) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):

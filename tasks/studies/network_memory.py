@@ -31,8 +31,10 @@ Columns:
 * ``step``: median wall-clock ms of a forward + backward, every mode stepped in one loop,
   the order rotating every repeat (``timing.median_times_ms``); ``time`` = mode / exact.
 
-Convolutions are converted without ``example_input``: each call decides for itself
-whether its sketch is smaller than its input (``xconv.layers``, never more than exact).
+Models are converted with the step's input as ``example_input``: convolutions whose sketch
+would not be smaller than their input stay plain, and so does every converted layer whose kept
+tensor another layer keeps anyway (``xconv.keep_once``: an XConv layer after a plain ReLU, a
+1-bit ReLU before a plain convolution), as ``xconv.left_plain(model)`` lists.
 
     python scripts/network_memory.py --out results/network_memory         # every network, ~20 min on 1 thread
     python scripts/network_memory.py --networks resnet18 --batch 2 --size 64 --repeats 1 --warmup 0
@@ -51,7 +53,8 @@ import torch.nn as nn
 
 import xconv
 from xconv.memory import kept_bytes
-from xconv.planner import activation_bytes, no_side_effects
+from xconv.memory import no_side_effects
+from xconv.planner import activation_bytes
 
 from . import report
 from .speed import MODEL_SPECS, build_model, model_inputs, task_config
@@ -132,7 +135,8 @@ def with_mode(model: nn.Module, mode: Mode, probes: int, skip: tuple[str, ...], 
     declined where its peak would not be below the model's without it (``checkpoint_plan(model).declined``)."""
     model = copy.deepcopy(model)
     if mode.probes or mode.activations != "exact":
-        xconv.convert(model, probes=probes if mode.probes else 0, activations=mode.activations, skip=list(skip))
+        xconv.convert(model, probes=probes if mode.probes else 0, activations=mode.activations, skip=list(skip),
+                      example_input=inputs)
     if mode.checkpoint != "none":
         xconv.checkpoint_sequential(model, mode.checkpoint, example_input=inputs)
     return model
