@@ -49,7 +49,7 @@ def savers_for(activations: str = "exact", relu: bool = False) -> dict[type, typ
 
 def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFAULT_PROBE,
             relu: bool = False, activations: str = "exact", skip: Skip = None,
-            example_input: torch.Tensor | tuple | None = None) -> nn.Module:
+            example_input: torch.Tensor | tuple | None = None, keep_once: bool = True) -> nn.Module:
     """Swap every ``nn.ConvNd``/``nn.ConvTransposeNd`` of ``model`` for its XConv layer.
 
     Args:
@@ -71,11 +71,15 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
             gradients) to see each layer's inputs; convolutions none of whose calls
             would sketch (a sketch no smaller than the input) are left plain. The
             others are converted and decide call by call (never more than exact).
-            Then, keep once (:mod:`xconv.keep_once`): converted layers whose kept
-            tensor another layer keeps anyway (an XConv layer after a plain ReLU, a
-            1-bit ReLU before a plain convolution) go back to their torch layer, which
+            Then, with ``keep_once`` (:mod:`xconv.keep_once`): converted layers whose
+            kept tensor another layer keeps anyway (an XConv layer after a plain ReLU,
+            a 1-bit ReLU before a plain convolution) go back to their torch layer, which
             keeps that tensor at no extra cost (XConv layers: exact weight gradients).
             :func:`left_plain` names every layer left plain and why.
+        keep_once: with ``example_input``, apply keep once (default). ``False`` keeps
+            the paper's adaptive XConv: every layer whose sketch is smaller sketches,
+            whatever its neighbours keep (the studies that reproduce the paper's
+            figures use it).
 
     Returns ``model`` (converted in place). Subclasses of the torch layers with a
     forward of their own are not converted (a warning names them).
@@ -84,6 +88,8 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
         raise TypeError(f"convert expects a torch.nn.Module, got {type(model).__name__}")
     probes, probe = check_probes(probes), check_probe_kind(probe)
     savers = savers_for(activations, relu)
+    if not isinstance(keep_once, bool):
+        raise TypeError(f"keep_once must be True or False, got {keep_once!r}")
     should_skip = _skip_predicate(skip)
     unprofitable = _layers_without_saving(model, probes, probe, example_input)
     reasons = {name: "no call's sketch would be smaller than its input" for name in unprofitable}
@@ -105,7 +111,7 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
     if foreign:
         warnings.warn("xconv.convert left these subclasses of torch layers unconverted (their own "
                       "forward could not be kept): " + ", ".join(foreign), stacklevel=2)
-    if example_input is not None:
+    if example_input is not None and keep_once:
         reasons.update(_keep_once(model, example_input))
     model.__dict__[_LEFT_PLAIN] = reasons
     return model

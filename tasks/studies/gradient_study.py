@@ -296,7 +296,7 @@ def xconv_copy(model: nn.Module, network: Network, probes: int, kind: str,
     """
     copied = copy.deepcopy(model)
     example_input = example[0] if network.adaptive else None
-    xconv.convert(copied, probes=probes, probe=kind, example_input=example_input)
+    xconv.convert(copied, probes=probes, probe=kind, example_input=example_input, keep_once=False)
     layers = list(xconv.xconv_layers(copied))
     for _, layer in layers:
         layer.fallback = False

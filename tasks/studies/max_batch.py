@@ -349,7 +349,9 @@ def convert(model: nn.Module, network: Network, probes: int, size: int, dtype, d
     xconv.unconvert(model)
     if probes > 0:
         example = torch.zeros(1, 3, size, size, dtype=dtype, device=device) if network.adaptive else None
-        xconv.convert(model, probes=probes, probe="channel", relu=network.relu, example_input=example)
+        # the paper's adaptive XConv: every layer whose sketch is smaller sketches (no keep once)
+        xconv.convert(model, probes=probes, probe="channel", relu=network.relu, example_input=example,
+                      keep_once=False)
     return model
 
 

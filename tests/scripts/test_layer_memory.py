@@ -45,5 +45,10 @@ def test_one_bit_relu_below_xconv_below_exact_for_resnet18(run):
     _, results = run
     totals = {mode: sum(layer.saved[mode] for layer in results["resnet18"]) for mode in MODES}
     assert totals["xconv + 1-bit ReLU"] < totals["xconv"] < totals["exact"]
-    relu = {mode: sum(layer.saved[mode] for layer in results["resnet18"] if layer.kind == "ReLU") for mode in MODES}
-    assert relu["xconv + 1-bit ReLU"] * 30 < relu["exact"]  # 1 bit instead of 32 per element
+    # Each ReLU keeps 1 bit instead of 32 per element, or (keep once, xconv.keep_once) stays torch's where its
+    # output is kept anyway: by torch's max-pool (the stem) or by a convolution left plain (its sketch would
+    # not be smaller at this size)
+    relus = [layer for layer in results["resnet18"] if layer.kind == "ReLU"]
+    bits = [layer.name for layer in relus if layer.saved["xconv + 1-bit ReLU"] * 30 < layer.saved["exact"]]
+    plain = [layer.name for layer in relus if layer.saved["xconv + 1-bit ReLU"] == layer.saved["exact"] > 0]
+    assert sorted(bits + plain) == sorted(layer.name for layer in relus) and bits and "relu" in plain

@@ -135,3 +135,12 @@ def test_left_plain_names_the_layers_whose_sketch_is_not_smaller_too():
     assert left_plain(model) and all(reason for reason in left_plain(model).values())
     assert "no call's sketch would be smaller than its input" in left_plain(model).values()
     assert left_plain(xconv.unconvert(model)) == {}
+
+
+def test_keep_once_false_is_the_papers_adaptive_xconv():
+    torch.manual_seed(0)
+    base, x = bottlenecks(), torch.randn(4, 3, 16, 16)
+    model = xconv.convert(copy.deepcopy(base), probes=4, example_input=x, keep_once=False)
+    assert len(list(xconv.xconv_layers(model))) == 5 and left_plain(model) == {}
+    with pytest.raises(TypeError, match="keep_once must be True or False, got 'yes'"):
+        xconv.convert(copy.deepcopy(base), probes=4, example_input=x, keep_once="yes")
