@@ -289,10 +289,9 @@ def _uniform_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tens
 
 
 def _batch_statistics(x4: torch.Tensor, dims: tuple[int, ...], dtype: torch.dtype):
-    """``(var, mean)`` (biased) over ``dims`` in ``dtype``, keepdim. A half-precision input is not
-    converted whole: two passes over blocks (sum, then sum of squared deviations) in ``dtype``."""
-    if x4.dtype == dtype:
-        return torch.var_mean(x4, dim=dims, correction=0, keepdim=True)
+    """``(var, mean)`` (biased) over ``dims`` in ``dtype``, keepdim: two passes over blocks (sum, then
+    sum of squared deviations), so a half-precision input is never converted whole; on a CPU this is
+    also about 4x faster than ``var_mean`` over BatchNorm's dims (0, 2, 3)."""
     size = math.prod(x4.shape[d] for d in dims)
     blocks = _blocks(tuple(x4.shape), _block_limit(x4.numel()))
     stat_shape = tuple(1 if d in dims else n for d, n in enumerate(x4.shape))
@@ -324,15 +323,15 @@ def _quantize(x4: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, dims: tu
     step = torch.where(step > 0, step, torch.ones_like(step))  # a constant group: every code 0, exact
     codes = torch.empty(x4.shape, dtype=torch.uint8 if bits == 8 else torch.int16, device=x4.device)
     generator = rng.probe_generator(x4.device, seed)
+    # t = (x_hat - lo) / D = x * scale + shift, one fused pass per block (x_hat is not formed)
+    scale = rstd / step
+    shift = -(mean * rstd + lo) / step
     for key in _blocks(tuple(x4.shape), _block_limit(x4.numel())):
-        t = (x4[key].to(dtype) - _part(mean, key)).mul_(_part(rstd, key))  # x_hat, computed as torch does
-        t.sub_(_part(lo, key)).div_(_part(step, key))  # in [0, levels]
-        level = t.floor()
-        fraction = t.sub_(level)
-        level.add_(_uniform_noise(fraction, generator).lt_(fraction))  # up with probability = the fraction
-        level.clamp_(0, levels)  # t can exceed `levels` by an ulp
-        codes[key].copy_(level if bits == 8 else level.sub_(2 ** 15))
-        del t, level, fraction  # before the next block's (names would hold them)
+        t = torch.addcmul(_part(shift, key), x4[key].to(dtype), _part(scale, key))  # in [0, levels] up to rounding
+        # floor(t + U), U ~ U[0, 1): up from floor(t) with probability frac(t), so E[code] = t
+        t.add_(_uniform_noise(t, generator)).floor_().clamp_(0, levels)
+        codes[key].copy_(t if bits == 8 else t.sub_(2 ** 15))
+        del t  # before the next block's (the name would hold it)
     return codes, lo, step
 
 
