@@ -461,13 +461,15 @@ def merged_csv_rows(path: Path, rows: list[list]) -> list[list]:
     return merged + [row for row in rows if key(row) in new]
 
 
-_SECTION = "<!-- max_batch.py --merge: measure {measure} -->"
+_SECTION = "<!-- max_batch.py --merge: measure {measure}, rows {rows} -->"
 
 
-def merged_markdown(path: Path, text: str, measure: str) -> str:
-    """The markdown at ``path`` with this run's ``text`` as its section for ``measure`` (replacing an
-    earlier one), between marker comments."""
-    start, end = _SECTION.format(measure=measure), _SECTION.format(measure=measure) + " end"
+def merged_markdown(path: Path, text: str, measure: str, rows: str) -> str:
+    """The markdown at ``path`` with this run's ``text`` as its section for ``measure`` and ``rows``
+    (replacing an earlier run of the same rows; runs of other rows keep their own sections, each
+    with its own command and commit), between marker comments."""
+    start = _SECTION.format(measure=measure, rows=rows)
+    end = start + " end"
     section = f"{start}\n\n#{text.rstrip()}\n\n{end}\n"  # its title one level down
     old = path.read_text() if path.exists() else ""
     if start in old and end in old:
@@ -565,7 +567,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
         png = args.out.with_suffix(".png")
         if args.merge:
             csv_rows = merged_csv_rows(args.out.with_suffix(".csv"), csv_rows)
-            text = merged_markdown(args.out.with_suffix(".md"), text, args.measure)
+            rows = ",".join(f"{row.network}@{row.size}:{row.scale}" for row in args.rows)
+            text = merged_markdown(args.out.with_suffix(".md"), text, args.measure, rows)
             png = args.out.with_name(f"{args.out.name}-{plotted}.png")
         report.write_text(args.out.with_suffix(".md"), text)
         report.write_text(args.out.with_suffix(".csv"), report.csv_text(CSV_COLUMNS, csv_rows))
