@@ -48,7 +48,11 @@ with real forward passes on this machine:
 * **Conversion** as the paper's: squeezenet1_0 converts every conv and every ReLU (1-bit
   masks, the paper's mode "all"); VanillaNet-10 converts the convs whose input has more
   than r pixels (the paper's ``adaptive_convert_net``; ours: ``convert(...,
-  example_input=...)``), and its activations stay exact (they are not plain ReLUs).
+  example_input=...)``), and its activations stay exact (they are not plain ReLUs). The
+  paper's MNIST DDPM U-Net (``ddpm_unet_mnist``, blocks 64/128/192, attention at the two lower
+  levels) converts every conv (SiLU activations stay exact) and steps on one-channel images
+  and integer timesteps with an MSE to Gaussian noise; its attention is whatever kernel the
+  device runs (on a CPU, fake or real, the attention matrix is materialised).
   Channel probes (the paper's "independent"). bf16 = ``model.to(bfloat16)`` and bf16
   inputs (the paper's half-precision runs used fp16; its numbers are listed beside ours).
 
@@ -100,6 +104,26 @@ class Network:
     adaptive: bool  # convert only convs whose input has more than r pixels
     probes: tuple[int, ...]  # the paper's r values for this network
     smallest_batch: int = 1
+    channels: int = 3  # of the input images
+    denoiser: bool = False  # False: 1000-class cross-entropy of model(x); True: DDPM, MSE of model(x_t, t) to noise
+
+    def inputs(self, batch: int, size: int, dtype, device, generator: torch.Generator | None = None) -> tuple:
+        """One step's positional inputs: the images, and for a denoiser its diffusion timesteps."""
+        x = torch.randn(batch, self.channels, size, size, generator=generator).to(device, dtype)
+        if not self.denoiser:
+            return (x,)
+        return x, torch.randint(0, DDPM_STEPS, (batch,), generator=generator).to(device)
+
+    def loss(self, output: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The training loss of ``output`` against synthetic targets (labels, or the added noise)."""
+        if self.denoiser:
+            noise = torch.randn(output.shape, generator=generator).to(output.device, output.dtype)
+            return F.mse_loss(output, noise)
+        labels = torch.randint(0, 1000, output.shape[:1], generator=generator).to(output.device)
+        return F.cross_entropy(output, labels)
+
+
+DDPM_STEPS = 1000  # the paper's DDPM noise schedule length (timesteps drawn from it)
 
 
 def _vanillanet_10() -> nn.Module:
@@ -108,12 +132,23 @@ def _vanillanet_10() -> nn.Module:
     return vanillanet_10(num_classes=1000)
 
 
+def _ddpm_unet_mnist() -> nn.Module:
+    """The paper's MNIST DDPM U-Net ("SIPS UNet", Fig. 15, 16, 36; conf/experiment/fig16_mnist_ddpm.yaml)."""
+    from xconv_harness.models.unet import DiffusionUNet
+
+    return DiffusionUNet(in_channels=1, block_channels=[64, 128, 192], layers_per_block=2,
+                         attention_levels=[1, 2], attention_head_dim=8, norm_groups=32)
+
+
 NETWORKS = {
     "squeezenet1_0": Network(lambda: torchvision.models.squeezenet1_0(num_classes=1000), relu=True,
                              adaptive=False, probes=(4, 16, 32, 64, 128)),
     # Its head normalises (B, 1000, 1, 1) maps: BatchNorm in training needs at least 2 samples.
     "vanillanet_10": Network(_vanillanet_10, relu=False, adaptive=True, probes=(16, 32, 64, 128, 256),
                              smallest_batch=2),
+    # SiLU activations (no 1-bit ReLUs); layers whose sketch is not smaller fall back call by call.
+    "ddpm_unet_mnist": Network(_ddpm_unet_mnist, relu=False, adaptive=False, probes=(16, 32, 64, 128, 256),
+                               channels=1, denoiser=True),
 }
 
 # The paper's largest batches in 0.92 x 16 GiB (PAPER.md §2.1): {(network, image, precision): {r: batch}}.
@@ -134,6 +169,11 @@ PAPER = {
     ("vanillanet_10", 128, "fp16"): dict(zip(_VANILLANET_R, (437, 657, 639, 617, 603, 579))),
     ("vanillanet_10", 256, "fp16"): dict(zip(_VANILLANET_R, (102, 154, 147, 152, 135, 143))),
     ("vanillanet_10", 512, "fp16"): dict(zip(_VANILLANET_R, (24, 37, 36, 33, 27, 28))),
+    # MNIST DDPM U-Net [configs/err_plots/sips_unet_xconv.yaml]; at 28 px the config gives 660 for every r,
+    # a batch used rather than a largest one, so it is left out.
+    ("ddpm_unet_mnist", 64, "fp32"): dict(zip(_VANILLANET_R, (200, 275, 273, 270, 263, 250))),
+    ("ddpm_unet_mnist", 128, "fp32"): dict(zip(_VANILLANET_R, (50, 68, 68, 66, 67, 66))),
+    ("ddpm_unet_mnist", 256, "fp32"): dict(zip(_VANILLANET_R, (12, 16, 16, 16, 16, 16))),
 }
 
 # Default rows: the paper's smallest and largest squeezenet images, VanillaNet's two smallest
@@ -299,8 +339,10 @@ def set_mmap_threshold(threshold: int) -> bool:
 class BatchMemory:
     """Memory of one training step of ``model`` at a given batch, by ``measure``."""
 
-    def __init__(self, model: nn.Module, size: int, dtype: torch.dtype, measure: str, device: torch.device):
+    def __init__(self, model: nn.Module, size: int, dtype: torch.dtype, measure: str, device: torch.device,
+                 network: Network = NETWORKS["squeezenet1_0"]):
         self.model, self.size, self.dtype, self.measure, self.device = model, size, dtype, measure, device
+        self.network = network
         parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self.state_bytes = 2 * parameter_bytes  # parameters + their gradients
         self.calls = 0
@@ -316,25 +358,27 @@ class BatchMemory:
             self.seconds += time.perf_counter() - started
 
     def _measure(self, batch: int) -> int:
+        network = self.network
         if self.measure == "fake":  # the paper's loop: forward, loss, zero_grad, backward, (lr=0 SGD step)
-            peak = fake_peak(self.model, (batch, 3, self.size, self.size), loss_fn=cross_entropy(1000),
+            peak = fake_peak(self.model, lambda: network.inputs(batch, self.size, self.dtype, None),
+                             loss_fn=cross_entropy(1000) if not network.denoiser else network.loss,
                              optimizer=functools.partial(torch.optim.SGD, lr=0.0), zero_grad="after_forward",
                              device=self.device, dtype=self.dtype)
             self.fake_peaks[batch] = peak
             return peak.total_bytes  # parameters, gradients and input included
         generator = torch.Generator().manual_seed(batch)
-        x = torch.randn(batch, 3, self.size, self.size, generator=generator).to(self.device, self.dtype)
-        target = torch.randint(0, 1000, (batch,), generator=generator).to(self.device)
+        inputs = network.inputs(batch, self.size, self.dtype, self.device, generator)
+        input_bytes = sum(t.numel() * t.element_size() for t in inputs)
         if self.measure == "saved":
             with SavedTensorMeter() as meter:
-                loss = F.cross_entropy(self.model(x), target)
+                loss = network.loss(self.model(*inputs), generator)
             del loss
-            input_bytes = 0 if meter.counted(x) else x.numel() * x.element_size()
-            return self.state_bytes + input_bytes + meter.total_bytes
+            uncounted = sum(t.numel() * t.element_size() for t in inputs if not meter.counted(t))
+            return self.state_bytes + uncounted + meter.total_bytes
         optimizer = torch.optim.SGD(self.model.parameters(), lr=0.0)
         for _ in range(2):  # the paper's protocol: two tracked steps, the second reported
             with PeakMemory(self.device) as peak:
-                loss = F.cross_entropy(self.model(x), target)
+                loss = network.loss(self.model(*inputs), torch.Generator().manual_seed(batch))
                 optimizer.zero_grad(set_to_none=False)
                 loss.backward()
                 del loss
@@ -342,13 +386,13 @@ class BatchMemory:
         if peak.source == "unavailable":
             raise RuntimeError("--measure peak: no peak-memory source on this machine (see PeakMemory)")
         self.model.zero_grad(set_to_none=True)
-        return self.state_bytes + x.numel() * x.element_size() + peak.peak_bytes
+        return self.state_bytes + input_bytes + peak.peak_bytes
 
 
 def convert(model: nn.Module, network: Network, probes: int, size: int, dtype, device) -> nn.Module:
     xconv.unconvert(model)
     if probes > 0:
-        example = torch.zeros(1, 3, size, size, dtype=dtype, device=device) if network.adaptive else None
+        example = network.inputs(1, size, dtype, device) if network.adaptive else None
         # the paper's adaptive XConv: every layer whose sketch is smaller sketches (no keep once)
         xconv.convert(model, probes=probes, probe="channel", relu=network.relu, example_input=example,
                       keep_once=False)
@@ -364,7 +408,7 @@ def search_row(row: RowSpec, dtype_name: str, probes: list[int], measure: str, s
     results = []
     for r in [EXACT] + [r for r in probes if r != EXACT]:
         convert(model, network, r, row.size, dtype, device)
-        memory = BatchMemory(model, row.size, dtype, measure, device)
+        memory = BatchMemory(model, row.size, dtype, measure, device, network)
         budget = int(memory.state_bytes + float(row.scale) * (PAPER_BUDGET_BYTES - memory.state_bytes))
         measured: dict[int, int] = {}
 

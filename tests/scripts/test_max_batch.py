@@ -201,3 +201,27 @@ def test_fake_exact_squeezenet_batch_at_the_papers_budget_is_the_papers(script):
                              "--dtypes", "fp32", "--peak-check", ""])
     assert result.budget_bytes == int(0.92 * 16 * 2**30)
     assert abs(result.batch - 1392) <= 14, result.batch
+
+
+def _ddpm_search(script, measure):
+    return script.search_row(script.RowSpec("ddpm_unet_mnist", 32, script.Fraction(1, 64)), "fp32", [16], measure,
+                             "predict", 1 << 12, torch.device("cpu"))
+
+
+def test_the_ddpm_unet_steps_on_noised_images_and_timesteps(script):
+    """The paper's MNIST DDPM U-Net: one-channel images and integer timesteps in, an MSE to noise out; the
+    search finds XConv a larger batch, and the paper's batches are beside ours."""
+    network = script.NETWORKS["ddpm_unet_mnist"]
+    x, t = network.inputs(3, 32, torch.float32, "cpu")
+    assert x.shape == (3, 1, 32, 32) and t.dtype == torch.int64 and 0 <= t.min() and t.max() < script.DDPM_STEPS
+    exact, sketched = _ddpm_search(script, "saved")
+    assert exact.batch >= 1 and sketched.batch > exact.batch, (exact.batch, sketched.batch)
+    if_paper = script.Result("ddpm_unet_mnist", 64, "fp32", "fake", script.Fraction(1), 0, 1, 1, 1, 1)
+    assert if_paper.paper_batch == 200 and round(if_paper.paper_gain, 3) == 1.0
+
+
+@pytest.mark.slow
+def test_the_ddpm_unet_fake_search(script):
+    exact, sketched = _ddpm_search(script, "fake")
+    assert exact.batch >= 1 and sketched.batch > exact.batch, (exact.batch, sketched.batch)
+    assert exact.fake.by_category["inputs"] >= exact.batch * 32 * 32 * 4  # images (and timesteps)
