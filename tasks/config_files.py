@@ -25,3 +25,13 @@ CONFIG_FILE: Path = CONFIG_DIR / "config.yaml"
 def config_file(group: str, name: str) -> Path:
     """One config file of a group, e.g. ``config_file("model", "ddpm_unet")``."""
     return CONFIG_DIR / group / f"{name}.yaml"
+
+
+def compose_experiment(experiment: str, overrides: tuple[str, ...] = ()):
+    """The run config of ``experiment=<experiment>`` with ``overrides`` (seed 0, one thread, no logger),
+    as ``python -m xconv.run experiment=<experiment> ...`` would compose it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=[f"experiment={experiment}", "seed=0", "threads=1",
+                                                        "logger=none", *overrides])

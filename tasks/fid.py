@@ -117,6 +117,18 @@ def load_or_train(path: Path, load_data: Callable[[], tuple[torch.Tensor, torch.
     return net
 
 
+def extractor_for(datamodule, *, cache_dir: str | Path, dataset: str, seed: int, epochs: int,
+                  in_channels: int, image_size: int, device: torch.device | str = "cpu",
+                  save: bool = True) -> FeatureNet:
+    """The extractor trained with ``seed`` on ``datamodule``'s whole training set
+    (``datamodule.extractor_data()``, the same for every run seed), from the cache when there."""
+    images, labels = datamodule.extractor_data()  # (N, C, H, W) in [0, 1], (N,)
+    path = cache_path(cache_dir, dataset=dataset, num_images=len(labels), seed=seed,
+                      fingerprint=fingerprint(images[:16]))
+    return load_or_train(path, lambda: (images.to(device), labels.to(device)), in_channels=in_channels,
+                         image_size=image_size, epochs=epochs, seed=seed, device=device, save=save)
+
+
 class FrechetDistance:
     """FID between real and generated images in [0, 1], through ``feature_net``.
 

@@ -149,12 +149,9 @@ class GenerativeTask(XConvTask):
     def _feature_net(self, in_channels: int, image_size: int) -> fid.FeatureNet:
         """The extractor trained with ``fid_seed`` on the dataset's whole training set (the same for
         every run seed), from the cache when there."""
-        images, labels = self.trainer.datamodule.extractor_data()  # (N, C, H, W) in [0, 1], (N,)
-        path = fid.cache_path(self.fid_cache_dir, dataset=self.dataset, num_images=len(labels),
-                              seed=self.fid_seed, fingerprint=fid.fingerprint(images[:16]))
-        return fid.load_or_train(path, lambda: (images.to(self.device), labels.to(self.device)),
-                                 in_channels=in_channels, image_size=image_size, epochs=self.fid_epochs,
-                                 seed=self.fid_seed, device=self.device,
+        return fid.extractor_for(self.trainer.datamodule, cache_dir=self.fid_cache_dir, dataset=self.dataset,
+                                 seed=self.fid_seed, epochs=self.fid_epochs, in_channels=in_channels,
+                                 image_size=image_size, device=self.device,
                                  save=not self.trainer.fast_dev_run)  # fast_dev_run leaves no files behind
 
     @staticmethod

@@ -178,13 +178,20 @@ class ClassificationData(SplitDataModule):
         images, labels = self.training_pool
         return images.float() / 255, labels
 
+    def extractor_test_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dataset's whole test set, as :meth:`extractor_data` gives the training set (what the FID
+        extractor's accuracy is measured on: ``python scripts/fid_extractor.py``)."""
+        self.setup()
+        images, labels = self.test_pool
+        return images.float() / 255, labels
+
     def load_splits(self):
         if self.dataset == "digits":
             (train_x, train_y), (test_x, test_y) = load_digits()
         else:
             (train_x, train_y), (test_x, test_y) = load_torchvision(self.dataset, self.root, self.download,
                                                                     self.source)
-        self.training_pool = train_x, train_y
+        self.training_pool, self.test_pool = (train_x, train_y), (test_x, test_y)
         mean, std = NORMALISATION[self.dataset]
         train_indices, val_indices = split_indices(len(train_y), self.val_fraction, self.seed)
         train = Subset(AugmentedImages(train_x, train_y, mean, std, augment=self.augment), train_indices)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..config_files import compose_experiment
 from . import report, timing
 from .reproduce import TABLES
 
@@ -34,13 +35,7 @@ CSV_COLUMNS = ["table", "mode", "median_step_ms", "ratio_vs_exact", "repeats", "
 
 def compose(table: str, overrides: tuple[str, ...] = ()):
     """The run config of ``experiment=<table>`` with ``overrides`` (seed 0, one thread, no logger)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from ..config_files import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=[f"experiment={table}", "seed=0", "threads=1",
-                                                               "logger=none", *overrides])
+    return compose_experiment(table, overrides)
 
 
 def first_batch(datamodule):
