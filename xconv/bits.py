@@ -40,7 +40,9 @@ def packed_bytes(numel: int, bits: int) -> int:
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack integer ``codes`` (values in ``[0, 2**bits)``) into ``packed_bytes(numel, bits)`` uint8."""
     per_byte = 8 // _check_bits(bits)
-    flat = codes.reshape(-1).to(torch.uint8)
+    flat = codes.reshape(-1)
+    # a bool mask is read as its bytes (0 or 1), not converted: one full-size temporary fewer
+    flat = flat.view(torch.uint8) if flat.dtype == torch.bool else flat.to(torch.uint8)
     if per_byte == 1:
         return flat.clone()  # never a view of the caller's tensor
     flat = F.pad(flat, (0, -flat.numel() % per_byte))
@@ -55,7 +57,8 @@ def unpack_codes(packed: torch.Tensor, bits: int, shape: torch.Size | tuple[int,
     if per_byte == 1:
         return packed[: shape.numel()].view(shape)
     mask = (1 << bits) - 1
-    codes = (packed.unsqueeze(1) >> _shifts(bits, packed.device)) & mask  # (bytes, per_byte)
+    codes = packed.unsqueeze(1) >> _shifts(bits, packed.device)  # (bytes, per_byte)
+    codes &= mask  # in place: the codes are the only full-size temporary
     return codes.reshape(-1)[: shape.numel()].view(shape)
 
 
@@ -65,5 +68,5 @@ def pack_bits(mask: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """Inverse of :func:`pack_bits`: a bool tensor of ``shape``."""
-    return unpack_codes(packed, 1, shape).bool()
+    """Inverse of :func:`pack_bits`: a bool tensor of ``shape`` (the unpacked 0/1 bytes read as bool, no copy)."""
+    return unpack_codes(packed, 1, shape).view(torch.bool)
