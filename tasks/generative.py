@@ -173,7 +173,7 @@ class GenerativeTask(XConvTask):
         samples = self.generate(count, tuple(real.shape[1:]), steps)
         feature_net = self._feature_net(real.shape[1], real.shape[-1])
         self.log("test/fid", self._fid(feature_net, real, samples))
-        self.log("test/fid_extractor_acc", fid.FrechetDistance(feature_net).accuracy(real, labels))
+        self.log("test/fid_extractor_acc", fid.extractor_accuracy(feature_net, real, labels))
         if self._initial_weights is not None:
             untrained = copy.deepcopy(self.model)
             untrained.load_state_dict(self._initial_weights)

@@ -37,7 +37,6 @@ import copy
 import math
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +47,7 @@ import xconv
 from xconv.planner import activation_bytes
 
 from . import report
-from .timing import ModeComparison
+from .timing import ModeComparison, median_times_ms
 
 MODES = ("exact", "checkpoint", "xconv", "xconv+checkpoint")
 CONVS_ONLY = "xconv (convs only)"
@@ -115,19 +114,6 @@ def training_step(model: nn.Module, x: torch.Tensor):
     return step
 
 
-def median_ms(steps: dict, repeats: int, warmup: int) -> dict:
-    """Median wall-clock ms of each step; every step runs once per round, the order rotating."""
-    names, times = list(steps), {name: [] for name in steps}
-    for round_ in range(warmup + repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            started = time.perf_counter()
-            steps[name]()
-            if round_ >= warmup:
-                times[name].append((time.perf_counter() - started) * 1e3)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 @dataclass
 class Row(ModeComparison):
     block: str  # "depth" or "model"
@@ -151,8 +137,8 @@ def measure_modes(name: str, block: str, depth, model: nn.Module, x: torch.Tenso
     """Memory and median step time of every mode of ``model`` on ``x``, side by side."""
     variants = {mode: with_mode(model, mode, args.probes, args.relu == "bit", x) for mode in modes}
     memory = {mode: activation_bytes(variant, x) for mode, variant in variants.items()}
-    times = median_ms({mode: training_step(variant, x) for mode, variant in variants.items()},
-                      args.repeats, args.warmup)
+    times = median_times_ms({mode: training_step(variant, x) for mode, variant in variants.items()},
+                            args.repeats, args.warmup, x.device)
     shape = "x".join(map(str, x.shape))
     rows = [Row(block, name, depth, shape, mode, memory[mode]["saved"], memory[mode]["recompute"], times[mode])
             for mode in modes]

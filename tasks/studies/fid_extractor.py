@@ -14,13 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from .. import fid
 from ..config_files import compose_experiment
-
-CHUNK = 2000  # test images classified at a time
-
 
 def extractor_accuracy(experiment: str, overrides: tuple[str, ...] = ()) -> dict:
     """``{"accuracy", "images", "dataset", "cache"}``: the run extractor's accuracy on the whole test set."""
@@ -33,10 +28,7 @@ def extractor_accuracy(experiment: str, overrides: tuple[str, ...] = ()) -> dict
     images, labels = datamodule.extractor_test_data()
     net = fid.extractor_for(datamodule, cache_dir=task.fid_cache_dir, dataset=task.dataset, seed=task.fid_seed,
                             epochs=task.fid_epochs, in_channels=images.shape[1], image_size=images.shape[-1])
-    with torch.no_grad():
-        correct = sum(int((net.logits(images[i:i + CHUNK]).argmax(-1) == labels[i:i + CHUNK]).sum())
-                      for i in range(0, len(labels), CHUNK))
-    return {"accuracy": correct / len(labels), "images": len(labels), "dataset": task.dataset,
+    return {"accuracy": fid.extractor_accuracy(net, images, labels), "images": len(labels), "dataset": task.dataset,
             "fid_seed": task.fid_seed, "fid_epochs": task.fid_epochs}
 
 

@@ -222,7 +222,7 @@ def test_feature_extractor_is_trained_once_then_loaded_from_the_cache(cached, di
     test_x, test_y = digits[2:]
     assert torch.equal(first(test_x[:8]), second(test_x[:8]))
     assert second(test_x[:8]).shape == (8, fid.FeatureNet.num_features)
-    assert fid.FrechetDistance(second).accuracy(test_x, test_y) > 0.5  # the features know the digits
+    assert fid.extractor_accuracy(second, test_x, test_y) > 0.5  # the features know the digits
 
 
 def test_training_does_not_touch_the_callers_random_state(digits):
