@@ -103,7 +103,9 @@ def exact_rows(table: Table) -> list[Row]:
 
 
 def _probe_axis(axis) -> None:
-    axis.set_xscale("log", base=2)
+    lowest = axis.dataLim.x0  # +inf when nothing finite was drawn (e.g. no exact row to compare with)
+    if math.isfinite(lowest) and lowest > 0:
+        axis.set_xscale("log", base=2)
     axis.set_xlabel("probes r (log2)")
     axis.grid(True, alpha=0.3)
 

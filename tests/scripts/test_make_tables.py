@@ -346,3 +346,15 @@ def test_a_row_with_fewer_seeds_is_paired_on_the_seeds_both_rows_ran(make_tables
     _, rows = table_rows(path.read_text(), "| gradient")
     # paired on seeds 0 and 1: -10 and -12 points (the means' difference, 74 - 73.3, would be +0.67)
     assert rows[1]["Δ test acc (%) vs exact"] == f"-11.00 ± {statistics.stdev([-10.0, -12.0]):.2f}"
+
+
+def test_a_sweep_without_an_exact_row_still_gets_its_figures(make_tables, tmp_path):
+    """A sweep of XConv rows only (its exact runs in another sweep): no change against exact to plot, and
+    the figures are drawn without failing on an empty log-scaled axis."""
+    common = dict(command="python -m xconv.run -m experiment=fake_xonly", task="classification", batch=32,
+                  saved=1.0, peak=1.0, step=0.01, date="2026-01-01T00:00:00+00:00")
+    for probes, accuracy in ((4, 0.7), (16, 0.8)):
+        write_run(tmp_path / "runs" / f"x{probes}", seed=0, gradient_=gradient(probes), metrics={"test/acc": accuracy},
+                  **common)
+    written = make_tables.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert any(p.name == "fake_xonly_metric.png" and p.stat().st_size > 0 for p in written)
