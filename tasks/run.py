@@ -115,6 +115,7 @@ def build(cfg: DictConfig):
 
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))  # CPU speed; see conf/config.yaml
     # Seeds torch and, through it, XConv's generator (quietly: the seed is in summary.json)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = _instantiate(cfg.data, "data", seed=cfg.seed)

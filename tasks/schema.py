@@ -84,6 +84,7 @@ RULES: dict[str, Rule] = {
     "seed": SEED,
     "device": Choice(options=DEVICES),
     "threads": Integer(least=1, null="torch's default"),
+    "flush_denormal": Flag(),
     "out_dir": Text(),
     "memory_steps": Integer(least=0),
     "nonfinite": Choice(options=NONFINITE_MODES),

@@ -213,3 +213,20 @@ def test_a_constructor_refusal_names_the_argument_it_can_be_pinned_on():
             "stride": 1, "padding_mode": "bogus"}
     with pytest.raises(ConfigError, match=r"^model\.padding_mode='bogus': torch\.nn\.Conv2d refused it \(ValueError"):
         config_nodes.instantiate(conv, "model")
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_flush_denormal_sets_torch_before_the_run(flush):
+    """build() makes subnormal floats read as zero (flush_denormal=true, the default) or keeps them."""
+    import torch
+
+    from xconv_harness.config_files import compose_experiment
+    from xconv_harness.run import build
+
+    subnormal = torch.tensor([1e-40])
+    supported = torch.set_flush_denormal(False)  # True where the CPU can (x86 with SSE3)
+    try:
+        build(compose_experiment("table1_mnist", ("data.dataset=digits", f"flush_denormal={str(flush).lower()}")))
+        assert bool((subnormal * 1.0 == 0).item()) is (flush and supported)
+    finally:
+        torch.set_flush_denormal(False)
