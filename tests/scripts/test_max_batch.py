@@ -184,8 +184,9 @@ def test_merge_replaces_rows_of_the_same_key_and_keeps_the_others(script, tmp_pa
     marker = "<!-- max_batch.py --merge: measure fake, rows squeezenet1_0@32:1/2048 -->"
     assert text.startswith("# Largest batch") and text.count(marker) == 2
     assert text.count("\n## Largest batch") == 1 and "| squeezenet1_0 | 32 | fp32 | fake | 4 |" in text
-    script.main(fake[:1] + ["squeezenet1_0@32:1/1024"] + fake[2:])  # other rows: a section of their own
-    text = out.with_suffix(".md").read_text()
+    # another run's rows get a section of their own (each keeps its command and commit)
+    text = script.merged_markdown(out.with_suffix(".md"), "# Largest batch (other rows)\n", "fake",
+                                  "squeezenet1_0@32:1/1024")
     assert text.count(marker) == 2 and text.count("\n## Largest batch") == 2
     assert out.with_name("max_batch-fake.png").exists()
     with pytest.raises(SystemExit):
