@@ -21,6 +21,7 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 
+from .memory import metered_forward
 from .planner import activation_bytes, plan_budget, recompute_bytes
 # The segment names are re-exported: xconv.checkpoint.find_sequential_parts etc. keep working.
 from .segments import (CHECKPOINT_FORMS, CheckpointMode, CheckpointPlan, CheckpointSegment, InstalledForward, Part,
@@ -125,8 +126,8 @@ def _unless_it_keeps_more(model: nn.Module, plan: CheckpointPlan, example_input,
     largest recomputation) on ``example_input`` is not below the bytes the model keeps without it."""
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     checkpointed = activation_bytes(model, *inputs, **kwargs)
-    with suspended(model):
-        plain = activation_bytes(model, *inputs, **kwargs)["saved"]
+    with suspended(model):  # no segments, so nothing recomputed: the kept bytes alone
+        plain = metered_forward(model, *inputs, **kwargs).total_bytes
     if checkpointed["peak"] < plain:
         plan = replace(plan, recompute_bytes=checkpointed["recompute"])
         record_plan(model, plan)

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from .layers import XConvMixin
-from .memory import OUTSIDE_MODULES, ROOT_MODULE, SavedTensorMeter, _storage_key, no_side_effects
+from .memory import OUTSIDE_MODULES, ROOT_MODULE, _storage_key, metered_forward
 
 #: The tensor torch's own module keeps for backward ("input" or "output"). Norms also keep per-channel
 #: statistics. In place, only ReLU and LeakyReLU keep their result (the storage they overwrote); the
@@ -85,11 +85,11 @@ def layers_kept_elsewhere(model: nn.Module, example_input, candidates: dict[str,
     training = {module: module.training for module in model.modules()}
     try:
         try:
-            meter = _metered_forward(model.train(), inputs)
+            meter = metered_forward(model.train(), *inputs)
         except (ValueError, RuntimeError):  # e.g. BatchNorm over one value per channel (a batch of one)
             for tensors in watched.values():
                 tensors.clear()
-            meter = _metered_forward(model.eval(), inputs)  # dropout then passes its input through
+            meter = metered_forward(model.eval(), *inputs)  # dropout then passes its input through
     finally:
         for handle in handles:
             handle.remove()
@@ -99,19 +99,13 @@ def layers_kept_elsewhere(model: nn.Module, example_input, candidates: dict[str,
     found = {}
     for name, tensors in watched.items():
         own = name or ROOT_MODULE
-        keepers = [sorted(other for other, stored in saved_by.items() if other != own and _storage_key(t) in stored)
-                   for t in tensors]
+        keys = [_storage_key(tensor) for tensor in tensors]
+        keepers = [sorted(other for other, stored in saved_by.items() if other != own and key in stored)
+                   for key in keys]
         if tensors and all(keepers):  # every call's tensor: a module that runs once per call may not revert
             found[name] = (f"its {candidates[name][1]} is kept by "
                            f"{', '.join(sorted({k for call in keepers for k in call}))} anyway")
     return found
-
-
-def _metered_forward(model: nn.Module, inputs: tuple) -> SavedTensorMeter:
-    with no_side_effects(model), torch.enable_grad(), SavedTensorMeter(model) as meter:
-        output = model(*inputs)
-        del output
-    return meter
 
 
 def candidates_of(model: nn.Module, plain_for: dict[type, type]) -> dict[str, tuple[nn.Module, str]]:

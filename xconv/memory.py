@@ -246,6 +246,15 @@ def saved_bytes(model: nn.Module, *inputs, **kwargs) -> SavedTensorMeter:
     return meter
 
 
+def metered_forward(model: nn.Module, *inputs, **kwargs) -> SavedTensorMeter:
+    """:func:`saved_bytes` with gradients on and no side effects (:func:`no_side_effects`): what one
+    training forward of ``model`` as it stands would keep, its output dropped."""
+    with no_side_effects(model), torch.enable_grad(), SavedTensorMeter(model) as meter:
+        output = model(*inputs, **kwargs)
+        del output
+    return meter
+
+
 # The autograd graph's own count --------------------------------------------------
 
 # C-level slots of a custom Function's ctx that can hold tensors besides its __dict__ (torch

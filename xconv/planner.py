@@ -44,7 +44,7 @@ from .segments import (CheckpointPlan, Part, Segment, checkpoint_plan, find_sequ
                        parse_bytes, segments_of_length, suspended, uncheckpoint, with_budget_report)
 from .convert import sketch_numbers_per_sample
 from .layers import XConvMixin
-from .memory import SavedTensorMeter, _storage_key, no_side_effects
+from .memory import _storage_key, metered_forward, no_side_effects
 
 __all__ = ["BudgetError", "BudgetReport", "plan_budget", "default_probe_levels", "profile_units",
            "activation_bytes", "recompute_bytes"]
@@ -386,10 +386,7 @@ def activation_bytes(model: nn.Module, *args, **kwargs) -> dict:
     recomputation of a checkpointed segment (:func:`recompute_bytes`);
     ``peak = saved + recompute``. No side effects on buffers or generators.
     """
-    with no_side_effects(model), torch.enable_grad():
-        with SavedTensorMeter() as meter:
-            output = model(*args, **kwargs)
-        del output
+    meter = metered_forward(model, *args, **kwargs)
     recompute = recompute_bytes(model, args, kwargs)
     return {"saved": meter.total_bytes, "recompute": recompute, "peak": meter.total_bytes + recompute,
             "saved_by_kind": dict(meter.bytes_by_kind)}

@@ -18,7 +18,8 @@ from .. import fid
 from ..config_files import compose_experiment
 
 def extractor_accuracy(experiment: str, overrides: tuple[str, ...] = ()) -> dict:
-    """``{"accuracy", "images", "dataset", "cache"}``: the run extractor's accuracy on the whole test set."""
+    """``{"accuracy", "images", "dataset", "fid_seed", "fid_epochs"}``: the run extractor's accuracy on the
+    whole test set."""
     from ..run import build
 
     cfg = compose_experiment(experiment, overrides)

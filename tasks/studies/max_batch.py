@@ -339,8 +339,8 @@ def set_mmap_threshold(threshold: int) -> bool:
 class BatchMemory:
     """Memory of one training step of ``model`` at a given batch, by ``measure``."""
 
-    def __init__(self, model: nn.Module, size: int, dtype: torch.dtype, measure: str, device: torch.device,
-                 network: Network = NETWORKS["squeezenet1_0"]):
+    def __init__(self, model: nn.Module, network: Network, size: int, dtype: torch.dtype, measure: str,
+                 device: torch.device):
         self.model, self.size, self.dtype, self.measure, self.device = model, size, dtype, measure, device
         self.network = network
         parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -408,7 +408,7 @@ def search_row(row: RowSpec, dtype_name: str, probes: list[int], measure: str, s
     results = []
     for r in [EXACT] + [r for r in probes if r != EXACT]:
         convert(model, network, r, row.size, dtype, device)
-        memory = BatchMemory(model, row.size, dtype, measure, device, network)
+        memory = BatchMemory(model, network, row.size, dtype, measure, device)
         budget = int(memory.state_bytes + float(row.scale) * (PAPER_BUDGET_BYTES - memory.state_bytes))
         measured: dict[int, int] = {}
 

@@ -33,11 +33,6 @@ MODES = {"exact": ("probes=0", "relu=exact", "activations=exact", "checkpoint=no
 CSV_COLUMNS = ["table", "mode", "median_step_ms", "ratio_vs_exact", "repeats", "batch_shape"]
 
 
-def compose(table: str, overrides: tuple[str, ...] = ()):
-    """The run config of ``experiment=<table>`` with ``overrides`` (seed 0, one thread, no logger)."""
-    return compose_experiment(table, overrides)
-
-
 def first_batch(datamodule):
     datamodule.setup("fit")
     return next(iter(datamodule.train_dataloader()))
@@ -65,7 +60,7 @@ def time_table(table: str, modes: dict[str, tuple[str, ...]], repeats: int, warm
 
     steps, batch, shape = {}, None, None
     for name, mode_overrides in modes.items():
-        datamodule, _, task = build(compose(table, (*overrides, *mode_overrides)))
+        datamodule, _, task = build(compose_experiment(table, (*overrides, *mode_overrides)))
         if batch is None:  # every mode steps on the same data
             batch = first_batch(datamodule)
             tensors = batch.values() if isinstance(batch, dict) else batch

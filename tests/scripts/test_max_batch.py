@@ -105,7 +105,7 @@ def test_peak_measure_is_state_plus_input_plus_the_second_steps_peak(script, mon
     monkeypatch.setattr(ScriptedPeak, "entered", 0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(1000))
     model(torch.zeros(1, 3, 8, 8))
-    memory = script.BatchMemory(model, 8, torch.float32, "peak", torch.device("cpu"))
+    memory = script.BatchMemory(model, script.NETWORKS["squeezenet1_0"], 8, torch.float32, "peak", torch.device("cpu"))
     parameter_bytes = sum(p.numel() * 4 for p in model.parameters())
     assert memory.state_bytes == 2 * parameter_bytes
     assert memory(3) == 2 * parameter_bytes + 3 * 3 * 8 * 8 * 4 + ScriptedPeak.READINGS[1]
@@ -125,7 +125,7 @@ torch.manual_seed(0)
 C, S, B = 16, 64, 8
 model = nn.Sequential(nn.Conv2d(3, C, 3, padding=1), nn.ReLU(), nn.Conv2d(C, C, 3, padding=1),
                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(C, 1000))
-memory = script.BatchMemory(model, S, torch.float32, "peak", torch.device("cpu"))
+memory = script.BatchMemory(model, script.NETWORKS["squeezenet1_0"], S, torch.float32, "peak", torch.device("cpu"))
 total = memory(B)
 print(json.dumps({"growth": total - memory.state_bytes - B * 3 * S * S * 4, "activation": B * C * S * S * 4}))
 """
@@ -164,7 +164,7 @@ def test_fake_search_finds_the_largest_batch_whose_fake_peak_fits(script, tmp_pa
     # b + 1 does not fit: one more fake step, the same protocol
     model = script.convert(script.NETWORKS["squeezenet1_0"].build().train(), script.NETWORKS["squeezenet1_0"], 4,
                            32, torch.float32, torch.device("cpu"))
-    memory = script.BatchMemory(model, 32, torch.float32, "fake", torch.device("cpu"))
+    memory = script.BatchMemory(model, script.NETWORKS["squeezenet1_0"], 32, torch.float32, "fake", torch.device("cpu"))
     assert memory(sketched.batch + 1) > sketched.budget_bytes
     assert memory(sketched.batch) == sketched.memory_bytes
     assert "Fake peak at the found batch, by category" in capsys.readouterr().out

@@ -61,7 +61,7 @@ def test_table1_sweeps_train_the_papers_epochs_for_their_batch():
     """Paper Table 1: epochs = 10 + 2 log2(B) (20 at 32, 24 at 128, 30 at 1024); each sweep is one batch."""
     import math
 
-    from xconv_harness.studies.table_timing import compose
+    from xconv_harness.config_files import compose_experiment as compose
 
     for sweep in reproduce.TABLES["table1_mnist"].sweeps:
         fixed = tuple(o for o in sweep.overrides if "," not in o and not o.startswith("data.batch_size="))

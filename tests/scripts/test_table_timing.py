@@ -1,6 +1,7 @@
 """scripts/table_timing.py: every mode of a table timed on one batch in one loop, written for the headline."""
 import csv
 
+from xconv_harness.config_files import compose_experiment
 from xconv_harness.studies import table_timing
 
 SMALL = ("data=digits", "data.batch_size=8", "data.train_subset=64")
@@ -17,6 +18,6 @@ def test_every_mode_is_timed_on_the_same_batch_and_written(tmp_path):
 
 
 def test_the_modes_differ_as_named():
-    built = {name: table_timing.compose("table1_mnist", (*SMALL, *overrides))
+    built = {name: compose_experiment("table1_mnist", (*SMALL, *overrides))
              for name, overrides in table_timing.MODES.items()}
     assert [(cfg.probes, cfg.relu) for cfg in built.values()] == [(0, "exact"), (16, "exact"), (16, "bit")]
