@@ -32,8 +32,9 @@ We keep ``x_hat`` quantized to ``bits`` = 8 (default) or 16 bits with one
 offset and step per normalization group, plus the group's ``rstd``; the
 weight is a Parameter and is not copied. Per group, ``lo = min x_hat``,
 ``D = (max x_hat - lo) / (2**bits - 1)``, ``t = (x_hat - lo) / D`` and the code
-is ``floor(t) + [u < t - floor(t)]`` with ``u ~ U[0, 1)``: **unbiased
-stochastic rounding** (as ActNN does at 2 bits). The dequantized
+is ``floor(t + u)`` = ``floor(t) + [u > 1 - frac(t)]`` with ``u`` uniform noise on (0, 1): **unbiased
+stochastic rounding** (as ActNN does at 2 bits). ``u = (k + 1/2) / 2**16`` with ``k`` uniform on
+``0 .. 2**16 - 1`` (16 random bits per element, three elements per 64-bit draw of the generator). The dequantized
 ``q = lo + D * code`` satisfies ``E[q] = x_hat``, ``|q - x_hat| < D`` and
 ``Var q = D**2 f (1 - f) <= D**2 / 4`` (``f`` the fractional part of ``t``),
 each element rounded independently. ``u`` comes from XConv's generator
@@ -68,7 +69,8 @@ Unbiasedness holds in exact arithmetic. In floating point ``t`` carries a
 relative rounding error of one ulp of the compute dtype (float32 for
 float32/bfloat16/float16 inputs, float64 for float64), which moves the rounding
 probability by at most ``2**bits * 2**-24`` steps in float32 (1.5e-5 steps at 8
-bits, 4e-3 at 16), and ``x_hat`` and ``rstd`` are recomputed here (same
+bits, 4e-3 at 16), ``u``'s 16-bit resolution moves it by less than ``2**-16``
+(1.5e-5) steps, and ``x_hat`` and ``rstd`` are recomputed here (same
 formula, a few ulps from torch's internal values). Inputs of bfloat16/float16
 are handled as torch does on CPU: statistics and backward in float32, the
 input gradient rounded to the input dtype, the weight and bias gradients to
@@ -165,14 +167,19 @@ exception: an output gradient whose strides admit no view of the shape needed,
 which ``reshape`` copies). A norm's forward takes ``lo`` and ``D``
 from the input's own min and max per group (``x -> (x - mean) * rstd`` is
 monotone in floating point, so they are ``x_hat``'s), then quantizes block by
-block (``x_hat``, its floor and the noise: three blocks), the noise drawn block
-after block from one generator (on CPU the very draws of one call: the codes
-do not depend on the blocks); a half-precision input is not converted whole
-(its statistics take two passes over float32 blocks). The backward takes two
-passes: per-group sums ``sum(gw)``, ``sum(gw * q)`` and the weight and bias
-gradients (dequantized ``q`` and ``gw``: two blocks), then ``dx`` written block
-by block into the input gradient (one block: ``q``; float32 accumulation over
-blocks, a few ulps from one reduction). Eval-mode norms need no sums. An
+block (``t`` made in place in the block's noise, plus the noise's 64-bit draws: under two
+blocks), the noise drawn block after block from one generator, values left over carried to
+the next block (on CPU the very draws of one call: the codes do not depend on the blocks);
+a half-precision input is not converted whole (its statistics take two passes over float32
+blocks). The backward takes two passes: per-group sums ``sum(gw)``, ``sum(gw * q)`` and the
+weight and bias gradients, then ``dx`` written block by block into the input gradient
+(float32 accumulation over blocks, a few ulps from one reduction). With ``q = lo + D k``
+(``k`` the integer level) both passes read only ``k``: where a normalization group lies
+inside one weight group (batch and instance norm), the first pass sums ``g`` and ``g k`` per
+group (one block: ``k`` as floats) and ``sum(g q) = lo sum(g) + D sum(g k)``; group and layer
+norm, whose weight varies inside a group, dequantize ``q`` one block at a time (two blocks:
+``q`` and ``gw``). The second pass is ``dx = rstd w g + offset + k_scale k`` with per-group
+``offset = -rstd (mean(gw) + lo mean(gw q))`` and ``k_scale = -rstd D mean(gw q)`` (one block). Eval-mode norms need no sums. An
 activation's codes are made and read in the input's memory order (channels-last
 included), block by block: an int32 block of codes, looked up into the input
 gradient itself. :func:`xconv.memory.fake_peak` on a float32 16x64x128x128
@@ -283,9 +290,37 @@ def _part(stat: torch.Tensor, key: tuple[slice, ...]) -> torch.Tensor:
     return stat[tuple(k if n != 1 else slice(None) for n, k in zip(stat.shape, key))]
 
 
-def _uniform_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """``U[0, 1)`` noise shaped and typed as ``like``, the next draws of ``generator``."""
-    return torch.rand(like.shape, dtype=like.dtype, device=like.device, generator=generator)
+class _Noise:
+    """``U(0, 1)`` noise from ``generator``, 16 bits per value: ``u = (k + 1/2) / 2**16`` with ``k``
+    uniform on ``0 .. 2**16 - 1``. Each 64-bit draw (``random_()`` on int64: 63 uniform bits) gives
+    three values (its low 48 bits); values left over go to the next request, so the values do not
+    depend on how the requests are cut. A quarter of the generator calls of ``torch.rand``, which
+    takes one per value. ``u``'s resolution moves a rounding probability by less than ``2**-16``."""
+
+    _LANES = 3
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+        self.spare = None  # values drawn and not yet used (at most two)
+
+    def take(self, count: int, dtype: torch.dtype, device) -> torch.Tensor:
+        have = 0 if self.spare is None else self.spare.numel()
+        draws = max(0, -(-(count - have) // self._LANES))
+        values = torch.empty(have + draws * self._LANES, dtype=dtype, device=device)
+        if have:
+            values[:have] = self.spare
+        if draws:
+            words = torch.empty(draws, dtype=torch.int64, device=device).random_(generator=self.generator)
+            drawn = values[have:].view(draws, self._LANES)
+            drawn.copy_(words.view(torch.int16).view(draws, 4)[:, :self._LANES])  # k - 2**15, as int16
+            drawn.add_(2 ** 15 + 0.5).mul_(2 ** -16)
+        self.spare = values[count:].clone() if values.numel() > count else None
+        return values[:count]
+
+
+def _uniform_noise(shape: tuple[int, ...], dtype: torch.dtype, device, noise: _Noise) -> torch.Tensor:
+    """``U(0, 1)`` noise of ``shape`` and ``dtype``, the next values of ``noise`` (a new tensor)."""
+    return noise.take(math.prod(shape), dtype, device).view(shape)
 
 
 def _batch_statistics(x4: torch.Tensor, dims: tuple[int, ...], dtype: torch.dtype):
@@ -322,24 +357,31 @@ def _quantize(x4: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, dims: tu
     step = ((x4.amax(dims, keepdim=True).to(dtype) - mean) * rstd - lo) / levels
     step = torch.where(step > 0, step, torch.ones_like(step))  # a constant group: every code 0, exact
     codes = torch.empty(x4.shape, dtype=torch.uint8 if bits == 8 else torch.int16, device=x4.device)
-    generator = rng.probe_generator(x4.device, seed)
-    # t = (x_hat - lo) / D = x * scale + shift, one fused pass per block (x_hat is not formed)
+    noise = _Noise(rng.probe_generator(x4.device, seed))
+    # t = (x_hat - lo) / D = x * scale + shift, fused (x_hat is not formed)
     scale = rstd / step
     shift = -(mean * rstd + lo) / step
     for key in _blocks(tuple(x4.shape), _block_limit(x4.numel())):
-        t = torch.addcmul(_part(shift, key), x4[key].to(dtype), _part(scale, key))  # in [0, levels] up to rounding
-        # floor(t + U), U ~ U[0, 1): up from floor(t) with probability frac(t), so E[code] = t
-        t.add_(_uniform_noise(t, generator)).floor_().clamp_(0, levels)
-        codes[key].copy_(t if bits == 8 else t.sub_(2 ** 15))
-        del t  # before the next block's (the name would hold it)
+        block = x4[key]
+        # floor(t + U), U ~ U(0, 1): up from floor(t) with probability frac(t), so E[code] = t
+        u = _uniform_noise(block.shape, dtype, block.device, noise)
+        t = u.add_(_part(shift, key)).addcmul_(block, _part(scale, key)).clamp_(0, levels)
+        # to uint8 truncates, which is floor on [0, levels]; int16 codes are offset by -2**15 after flooring
+        codes[key].copy_(t if bits == 8 else t.floor_().sub_(2 ** 15))
+        del u, t  # before the next block's (the names would hold them)
     return codes, lo, step
 
 
-def _dequantize(codes: torch.Tensor, lo: torch.Tensor, step: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _levels(codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The integer levels ``k`` of ``codes`` in ``dtype`` (exact: at most 2**16 - 1); ``q = lo + D k``."""
     level = codes.to(dtype)
     if codes.dtype == torch.int16:
         level += 2 ** 15
-    return level.mul_(step).add_(lo)
+    return level
+
+
+def _dequantize(codes: torch.Tensor, lo: torch.Tensor, step: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return _levels(codes, dtype).mul_(step).add_(lo)
 
 
 def _empty_grad_like(grad_out: torch.Tensor, dtype: torch.dtype, shape: tuple[int, ...]):
@@ -387,7 +429,8 @@ class _CompactNormFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         """Two passes over blocks: the per-group sums (and the parameter gradients), then ``dx``
-        written block by block; ``x_hat`` is dequantized one block at a time."""
+        written block by block. With ``q = lo + D k`` (``k`` the integer level), ``dx`` is
+        ``rstd w g + offset + k_scale k`` per group, so ``x_hat`` is never dequantized there."""
         codes, lo, step, rstd, weight = ctx.saved_tensors
         layout, dtype = ctx.layout, ctx.dtype
         stat_dims, weight_dims = layout.stat_dims, layout.weight_dims
@@ -398,52 +441,33 @@ class _CompactNormFunction(torch.autograd.Function):
         g4 = grad_out.reshape(layout.shape)  # (A, G, K, L), a view when the strides allow
         w4 = None if weight is None else weight.to(dtype).reshape(layout.weight_shape)
         blocks = _blocks(layout.shape, _block_limit(math.prod(layout.shape)))
-
-        def zeros(dims):
-            return torch.zeros(tuple(1 if d in dims else n for d, n in enumerate(layout.shape)),
-                               dtype=dtype, device=grad_out.device)
-
-        sum_gw = zeros(stat_dims) if batch_dx else None
-        sum_gwq = zeros(stat_dims) if batch_dx else None
-        sum_gq = zeros(weight_dims) if needs_weight else None
-        sum_g = zeros(weight_dims) if needs_bias else None
-        if batch_dx or needs_weight or needs_bias:
-            for key in blocks:
-                g = g4[key].to(dtype)
-                if needs_bias:
-                    _part(sum_g, key).add_(g.sum(weight_dims, keepdim=True))
-                gw = None
-                if batch_dx:
-                    gw = g if w4 is None else g * _part(w4, key)
-                    _part(sum_gw, key).add_(gw.sum(stat_dims, keepdim=True))
-                if batch_dx or needs_weight:
-                    q = _dequantize(codes[key], _part(lo, key), _part(step, key), dtype)
-                    if needs_weight:
-                        _part(sum_gq, key).add_(q.mul_(g).sum(weight_dims, keepdim=True))
-                        if batch_dx:  # (g q) w: gw q up to the order of two roundings
-                            _part(sum_gwq, key).add_(q.mul_(_part(w4, key)).sum(stat_dims, keepdim=True))
-                    elif batch_dx:
-                        _part(sum_gwq, key).add_(q.mul_(gw).sum(stat_dims, keepdim=True))
-                    del q
-                del g, gw
+        # a normalization group inside one weight group (batch and instance norm): w is constant on it
+        nested = set(stat_dims) <= set(weight_dims)
+        sums = (_nested_sums if nested else _sums)(g4, codes, lo, step, w4, layout, blocks, dtype,
+                                                  batch_dx, needs_weight, needs_bias)
+        sum_gw, sum_gwq, sum_gq, sum_g = sums
         grad_x = grad_weight = grad_bias = None
         if needs_x:
             grad_x, dx4 = _empty_grad_like(grad_out, ctx.x_dtype, layout.shape)
+            # rstd (gw - mean(gw) - q mean(gw q)) = rstd w g + offset + k_scale k; running statistics: rstd w g
+            scale = rstd if w4 is None else rstd * w4 if nested else None  # None: w, then rstd, per block
             if batch_dx:
                 mean_gw, mean_gwq = sum_gw.div_(layout.group_size), sum_gwq.div_(layout.group_size)
+                offset = -rstd * (mean_gw + lo * mean_gwq)
+                k_scale = -rstd * step * mean_gwq
             for key in blocks:
                 g, out = g4[key], dx4[key]  # g in its own dtype: the ops below compute in `dtype`
                 dx = out if out.dtype == dtype else torch.empty(out.shape, dtype=dtype, device=out.device)
-                if w4 is None:
-                    dx.copy_(g)
+                if scale is not None and batch_dx:
+                    torch.addcmul(_part(offset, key), g, _part(scale, key), out=dx)
+                elif scale is not None:
+                    torch.mul(g, _part(scale, key), out=dx)
                 else:
-                    torch.mul(g, _part(w4, key), out=dx)
-                if batch_dx:  # rstd * (gw - mean(gw) - x_hat * mean(gw * x_hat))
-                    dx.sub_(_part(mean_gw, key))
-                    q = _dequantize(codes[key], _part(lo, key), _part(step, key), dtype)
-                    dx.sub_(q.mul_(_part(mean_gwq, key)))
-                    del q
-                dx.mul_(_part(rstd, key))  # running statistics: gw * rstd
+                    torch.mul(g, _part(w4, key), out=dx).mul_(_part(rstd, key))
+                    if batch_dx:
+                        dx.add_(_part(offset, key))
+                if batch_dx:
+                    dx.addcmul_(_levels(codes[key], dtype), _part(k_scale, key))
                 if dx is not out:
                     out.copy_(dx)
                 del g, dx
@@ -453,6 +477,63 @@ class _CompactNormFunction(torch.autograd.Function):
             shape, bias_dtype = ctx.bias_meta
             grad_bias = sum_g.reshape(shape).to(bias_dtype)
         return grad_x, grad_weight, grad_bias, None, None, None, None, None
+
+
+def _group_zeros(layout: _Layout, dims: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
+    return torch.zeros(tuple(1 if d in dims else n for d, n in enumerate(layout.shape)), dtype=dtype, device=device)
+
+
+def _nested_sums(g4, codes, lo, step, w4, layout, blocks, dtype, batch_dx, needs_weight, needs_bias):
+    """``(sum gw, sum gw q, sum g q, sum g)`` when each normalization group lies inside one weight
+    group: per group only ``sum g`` and ``sum g k`` (``k`` the integer level), then ``sum g q =
+    lo sum g + D sum g k`` and ``sum gw q = w sum g q``; the parameter sums add the groups up."""
+    stat_dims, weight_dims = layout.stat_dims, layout.weight_dims
+    sum_g = _group_zeros(layout, stat_dims, dtype, g4.device)
+    sum_gk = _group_zeros(layout, stat_dims, dtype, g4.device) if batch_dx or needs_weight else None
+    for key in blocks:
+        g = g4[key].to(dtype)
+        _part(sum_g, key).add_(g.sum(stat_dims, keepdim=True))
+        if sum_gk is not None:
+            _part(sum_gk, key).add_(_levels(codes[key], dtype).mul_(g).sum(stat_dims, keepdim=True))
+        del g
+    sum_gq = None if sum_gk is None else torch.addcmul(lo * sum_g, step, sum_gk)
+    sum_gw = sum_gwq = None
+    if batch_dx:
+        sum_gw = sum_g if w4 is None else sum_g * w4
+        sum_gwq = sum_gq if w4 is None else sum_gq * w4
+    return (sum_gw, sum_gwq, sum_gq.sum(weight_dims, keepdim=True) if needs_weight else None,
+            sum_g.sum(weight_dims, keepdim=True) if needs_bias else None)
+
+
+def _sums(g4, codes, lo, step, w4, layout, blocks, dtype, batch_dx, needs_weight, needs_bias):
+    """``(sum gw, sum gw q, sum g q, sum g)`` in general (group and layer norm: the weight varies inside
+    a group), ``q`` dequantized one block at a time."""
+    stat_dims, weight_dims = layout.stat_dims, layout.weight_dims
+    sum_gw = _group_zeros(layout, stat_dims, dtype, g4.device) if batch_dx else None
+    sum_gwq = _group_zeros(layout, stat_dims, dtype, g4.device) if batch_dx else None
+    sum_gq = _group_zeros(layout, weight_dims, dtype, g4.device) if needs_weight else None
+    sum_g = _group_zeros(layout, weight_dims, dtype, g4.device) if needs_bias else None
+    if not (batch_dx or needs_weight or needs_bias):
+        return sum_gw, sum_gwq, sum_gq, sum_g
+    for key in blocks:
+        g = g4[key].to(dtype)
+        if needs_bias:
+            _part(sum_g, key).add_(g.sum(weight_dims, keepdim=True))
+        gw = None
+        if batch_dx:
+            gw = g if w4 is None else g * _part(w4, key)
+            _part(sum_gw, key).add_(gw.sum(stat_dims, keepdim=True))
+        if batch_dx or needs_weight:
+            q = _dequantize(codes[key], _part(lo, key), _part(step, key), dtype)
+            if needs_weight:
+                _part(sum_gq, key).add_(q.mul_(g).sum(weight_dims, keepdim=True))
+                if batch_dx:  # (g q) w: gw q up to the order of two roundings
+                    _part(sum_gwq, key).add_(q.mul_(_part(w4, key)).sum(stat_dims, keepdim=True))
+            elif batch_dx:
+                _part(sum_gwq, key).add_(q.mul_(gw).sum(stat_dims, keepdim=True))
+            del q
+        del g, gw
+    return sum_gw, sum_gwq, sum_gq, sum_g
 
 
 class _CompactNorm(_Bits):

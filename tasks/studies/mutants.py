@@ -98,8 +98,8 @@ MUTANTS = (
     Mutant("dropout-unscaled", "xconv/lossless.py", "        return bernoulli.div_(1 - p)  # aten: noise.div_(1 - p)",
            "        return bernoulli", "bit-mask dropout forgets the 1/(1-p) scale"),
     Mutant("compact-round-to-nearest", "xconv/compact.py",
-           "        t.add_(_uniform_noise(t, generator)).floor_().clamp_(0, levels)",
-           "        t.add_(0.5).floor_().clamp_(0, levels)",
+           "        u = _uniform_noise(block.shape, dtype, block.device, noise)",
+           "        u = torch.full(block.shape, 0.5, dtype=dtype, device=block.device)",
            "compact norms round x-hat to nearest (biased) instead of stochastically"),
 )
 
