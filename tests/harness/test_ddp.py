@@ -111,6 +111,7 @@ def guarded_ddp_run(run_dir, mode: str):
                       faults={NAN_LOSS: "1@2", RECORD: "1"}, timeout=300)
 
 
+@pytest.mark.slow
 def test_nonfinite_stop_ends_every_process_at_the_same_step(tmp_path):
     run_dir = tmp_path / "run"
     result = guarded_ddp_run(run_dir, "stop")
@@ -123,6 +124,7 @@ def test_nonfinite_stop_ends_every_process_at_the_same_step(tmp_path):
     assert torch.load(last_checkpoint(run_dir), weights_only=True)["global_step"] == 2  # nobody stepped on
 
 
+@pytest.mark.slow
 def test_nonfinite_skip_skips_the_same_step_on_every_process(tmp_path):
     run_dir = tmp_path / "run"
     result = guarded_ddp_run(run_dir, "skip")

@@ -16,6 +16,9 @@ from xconv_harness.run import run
 from xconv_harness.validate import validate
 
 EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
+# one step of these takes 15-30 s on a CPU (paper-scale images and networks): `slow`; every experiment,
+# these included, still composes and passes validation in test_every_experiment_composes_and_validates
+LONG_STEPS = {"dip_inpainting_paper", "dip_superres_paper", "fig16_mnist_ddpm"}
 
 
 def data_overrides(data_name: str, tmp_path: Path, monkeypatch) -> list[str]:
@@ -46,6 +49,14 @@ def test_there_are_experiments():
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(name, tmp_path):
+    cfg = compose_experiment(name, [f"out_dir={tmp_path / 'run'}"])
+    validate(cfg)
+    assert cfg.data.name and cfg.model
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in LONG_STEPS else name
+                                  for name in EXPERIMENTS])
 def test_experiment_composes_and_runs_a_fast_dev_run(name, tmp_path, monkeypatch):
     common = [f"out_dir={tmp_path / 'run'}", "logger=none", "trainer.fast_dev_run=true",
               "trainer.enable_progress_bar=false"]

@@ -58,6 +58,7 @@ def gather_report(sweep):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_a_killed_job_is_reported_killed_with_its_overrides_and_the_sweep_resumes(tmp_path):
     """Job 1 (seed=1) SIGKILLs its own process before step 2, as the out-of-memory killer would. With
     Hydra's basic launcher that ends the sweep; the report left on disk, gathered again, lists job 0

@@ -213,6 +213,7 @@ def test_resume_settings_name_what_is_wrong(tmp_path):
 
 
 # Through the CLI -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_resume_continues_the_run_folder_and_keeps_the_first_attempts_outputs(tmp_path):
     run_dir = tmp_path / "run"
     quick = ["task=classification", "data=digits", "probes=4", "data.train_subset=64", "data.test_subset=32",

@@ -46,6 +46,7 @@ def test_classification_runs_and_writes_a_full_summary(tmp_path, fashion_source,
     assert summary["gradient"]["xconv_layers"] == ([] if probes == 0 else ["features.3", "features.6"])
 
 
+@pytest.mark.slow
 def test_xconv_saves_less_activation_memory_than_exact(tmp_path, fashion_source):
     saved = {}
     for probes in (0, 4):

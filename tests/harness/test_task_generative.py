@@ -62,6 +62,7 @@ def test_fast_dev_run_works_and_leaves_no_extractor_file(tmp_path):
     assert not (tmp_path / "fid").exists()
 
 
+@pytest.mark.slow
 def test_runs_of_every_seed_share_one_extractor_and_score_the_untrained_model(tmp_path):
     """FIDs compare across seeds only through one extractor (task.fid_seed, not seed); fid_untrained
     scores the initial weights' samples, which differ from the trained model's."""

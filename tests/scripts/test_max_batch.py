@@ -170,6 +170,7 @@ def test_fake_search_finds_the_largest_batch_whose_fake_peak_fits(script, tmp_pa
     assert "Fake peak at the found batch, by category" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_merge_replaces_rows_of_the_same_key_and_keeps_the_others(script, tmp_path, capsys):
     out = tmp_path / "max_batch"
     saved = ["--rows", "squeezenet1_0@32:1/2048", "--probes", "4", "--dtypes", "fp32", "--peak-check", ""]
