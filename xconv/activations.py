@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .bits import pack_bits, unpack_bits
+from .bits import pack_bits, unpack_bits, where_bits
 
 __all__ = ["pack_bits", "unpack_bits", "BitReLU", "BitLeakyReLU"]
 
@@ -36,9 +36,9 @@ class _SignMaskActivation(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         (packed,) = ctx.saved_tensors
+        if ctx.negative_slope == 0.0:  # torch: x <= 0 ? 0 : grad, also for a non-finite grad
+            return where_bits(packed, grad_out), None, None
         positive = unpack_bits(packed, ctx.shape)
-        if ctx.negative_slope == 0.0:
-            return grad_out * positive, None, None
         return torch.where(positive, grad_out, grad_out * ctx.negative_slope), None, None
 
 

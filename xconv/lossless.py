@@ -81,7 +81,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import is_fake
 
-from .bits import PACKABLE_BITS, pack_bits, pack_codes, unpack_bits, unpack_codes
+from .bits import PACKABLE_BITS, pack_bits, pack_codes, unpack_bits, unpack_codes, where_bits
 
 __all__ = [
     "LosslessMaxPool1d", "LosslessMaxPool2d", "LosslessMaxPool3d",
@@ -618,7 +618,7 @@ class _ClampBit(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         (packed,) = ctx.saved_tensors
-        return torch.where(unpack_bits(packed, ctx.shape), grad_out, 0.0), None, None, None
+        return where_bits(packed, grad_out), None, None, None
 
 
 class LosslessHardtanh(nn.Hardtanh):
