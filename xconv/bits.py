@@ -22,8 +22,8 @@ as int64 have byte ``i`` at bits ``8i .. 8i + 7``):
   (``k = 8 - i``) is ``b_i``: the high byte of ``w * G`` (int64 arithmetic wraps) is
   the packed byte. One multiply and one shift per eight codes.
 * **unpack**: each packed byte looks up its row of a 256 x 8 table (one gather).
-* **where_bits**: the same table as 0 / -1 in the integer type of ``values``' width,
-  and-ed with ``values``' bits: +0 where the bit is clear, ``values`` bit for bit where
+* **where_bits**: the same table as 0 / -1 (int8, sign-extended to the integer type of
+  ``values``' width inside the and), and-ed with ``values``' bits: +0 where the bit is clear, ``values`` bit for bit where
   set (also for inf and NaN, as torch's ``threshold_backward`` gives, where a multiply
   by the mask would give NaN).
 """
@@ -114,5 +114,6 @@ def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> to
 def where_bits(packed: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """``values`` where the packed bit (flattened order of ``values``' shape) is set, +0 elsewhere."""
     integer = _SAME_WIDTH_INT[values.element_size()]
-    keep = _bit_rows(packed, -_bit_table(packed.device).to(integer), values.shape)  # 0 or all ones
+    # 0 or -1 as int8 (one byte per element, as the unpacked bits): the and sign-extends it to all ones
+    keep = _bit_rows(packed, -_bit_table(packed.device).to(torch.int8), values.shape)
     return torch.bitwise_and(values.view(integer), keep).view(values.dtype)

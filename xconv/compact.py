@@ -186,8 +186,8 @@ gradient itself. :func:`xconv.memory.fake_peak` on a float32 16x64x128x128
 input with a dense output gradient: backward temporaries are the output
 gradient and the input gradient plus 1/16 (norms) or 5/64 (SiLU) of the
 input's bytes, where the unchunked backward took 4x (norms) and 1.25x (SiLU)
-more; ResNet-18 with ``activations="compact"`` at batch 1392 (224x224): peak
-26.88 GiB before, 11.40 GiB now (lossless 15.14, exact 28.33).
+more; ResNet-18 with ``probes=16, activations="compact"`` at batch 1392 (224x224):
+peak 26.88 GiB unchunked, 11.41 GiB in blocks (``lossless`` 15.14, ``exact`` 28.34).
 """
 from __future__ import annotations
 
