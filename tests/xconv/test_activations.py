@@ -78,3 +78,24 @@ def test_relu_gradient_is_torchs_for_non_finite_and_strided_gradients(dtype):
 
 def _int(dtype):
     return {2: torch.int16, 4: torch.int32, 8: torch.int64}[torch.empty(0, dtype=dtype).element_size()]
+
+
+class _Double(nn.Module):
+    def forward(self, x):
+        return x * 2.0  # a dense output gradient for the module before it
+
+
+@pytest.mark.parametrize("make", [xconv.BitReLU, lambda: xconv.lossless.LosslessHardtanh(-1.0, 1.0)],
+                         ids=["relu", "hardtanh"])
+def test_backward_temporaries_are_the_gradients_and_a_byte_per_element(make):
+    """Fake step on a float32 input of 64 MiB: backward holds the output and input gradients, the
+    unpacked one-byte mask and its packed bytes as int32 indices (half a byte): at most 2 + 3/8 input
+    bytes. A mask in the gradient's own width (4 bytes) would be 2 + 9/8."""
+    from xconv.fake_peak import fake_peak
+
+    shape = (16, 64, 128, 128)
+    input_bytes = 4 * torch.Size(shape).numel()
+    peak = fake_peak(nn.Sequential(make(), _Double()), lambda: torch.randn(shape, requires_grad=True),
+                     device="cpu")
+    assert peak.phase == "backward"
+    assert peak.by_category["temporaries"] <= (2 + 3 / 8) * input_bytes, peak
