@@ -40,7 +40,7 @@ __all__ = ["PACKABLE_BITS", "pack_codes", "unpack_codes", "pack_bits", "unpack_b
 PACKABLE_BITS = (1, 2, 4, 8)
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _GATHER = sum(1 << 7 * k for k in range(1, 9))  # < 2**57: bit 56 + i of w * _GATHER is byte i of w
-_SAME_WIDTH_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_SAME_WIDTH_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # signed: the int8 mask stays int8 or widens
 
 
 def _check_bits(bits: int) -> int:

@@ -488,6 +488,8 @@ def _nested_sums(g4, codes, lo, step, w4, layout, blocks, dtype, batch_dx, needs
     group: per group only ``sum g`` and ``sum g k`` (``k`` the integer level), then ``sum g q =
     lo sum g + D sum g k`` and ``sum gw q = w sum g q``; the parameter sums add the groups up."""
     stat_dims, weight_dims = layout.stat_dims, layout.weight_dims
+    if not (batch_dx or needs_weight or needs_bias):  # running statistics, frozen affine: dx = rstd w g only
+        return None, None, None, None
     sum_g = _group_zeros(layout, stat_dims, dtype, g4.device)
     sum_gk = _group_zeros(layout, stat_dims, dtype, g4.device) if batch_dx or needs_weight else None
     for key in blocks:

@@ -6,6 +6,8 @@ import torch.nn as nn
 import xconv
 from xconv.activations import pack_bits, unpack_bits
 
+from tiny_models import Double
+
 
 @pytest.mark.parametrize("shape", [(1,), (7,), (8,), (3, 5, 11), (2, 3, 4, 4)])
 def test_pack_unpack_round_trip(shape):
@@ -80,11 +82,6 @@ def _int(dtype):
     return {2: torch.int16, 4: torch.int32, 8: torch.int64}[torch.empty(0, dtype=dtype).element_size()]
 
 
-class _Double(nn.Module):
-    def forward(self, x):
-        return x * 2.0  # a dense output gradient for the module before it
-
-
 @pytest.mark.parametrize("make", [xconv.BitReLU, lambda: xconv.lossless.LosslessHardtanh(-1.0, 1.0)],
                          ids=["relu", "hardtanh"])
 def test_backward_temporaries_are_the_gradients_and_a_byte_per_element(make):
@@ -95,7 +92,7 @@ def test_backward_temporaries_are_the_gradients_and_a_byte_per_element(make):
 
     shape = (16, 64, 128, 128)
     input_bytes = 4 * torch.Size(shape).numel()
-    peak = fake_peak(nn.Sequential(make(), _Double()), lambda: torch.randn(shape, requires_grad=True),
+    peak = fake_peak(nn.Sequential(make(), Double()), lambda: torch.randn(shape, requires_grad=True),
                      device="cpu")
     assert peak.phase == "backward"
     assert peak.by_category["temporaries"] <= (2 + 3 / 8) * input_bytes, peak

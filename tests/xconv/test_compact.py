@@ -30,6 +30,7 @@ from xconv.memory import fake_peak, kept_bytes, saved_bytes
 
 from single_thread import one_torch_thread  # noqa: F401  (autouse: tiny tensors, one thread)
 from stats import assert_unbiased, bias_statistic
+from tiny_models import Double
 
 # (name, constructor, input shape): groups of more than 12 elements, so that 8-bit codes plus three
 # float32 numbers per group are fewer bytes than a bfloat16 input and the compact path runs
@@ -195,14 +196,6 @@ def test_never_more_than_torch():
 
 
 # Working memory: blocks ------------------------------------------------------------------------------
-
-class Double(nn.Module):
-    """``2 x``: its backward turns the loss's expanded (zero-byte) gradient into a dense one, so the
-    module before it gets a full output gradient, as inside a network."""
-
-    def forward(self, x):
-        return 2 * x
-
 
 # kept bytes per input byte (float32): 8-bit codes for the norms, 4-bit codes for the activation
 WORKING = [("bn2d", lambda: nn.BatchNorm2d(64), 1 / 4), ("ln", lambda: nn.LayerNorm([128, 128]), 1 / 4),
