@@ -53,12 +53,20 @@ class Table:
 
 SEEDS3 = "seed=0,1,2"
 
+
+def memory_modes(seeds: str) -> tuple[Sweep, ...]:
+    """The memory modes beside exact and r=16: checkpointing, and the lossless and compact activation savers."""
+    return (Sweep("checkpoint", ("probes=0,16", "checkpoint=sqrt", seeds)),
+            Sweep("activations", ("probes=0,16", "activations=lossless,compact", seeds)))
+
+
 TABLES: dict[str, Table] = {
     "table1_mnist": Table("paper Table 1 on real MNIST (python -m xconv_harness.data fetch mnist first)", (
         Sweep("b128", ("probes=0,2,4,8,16,32,64", SEEDS3)),
         # the paper's epochs = 10 + 2 log2(B): 20 at batch 32, 30 at batch 1024 (the config's 24 is batch 128's)
         Sweep("b32", ("probes=0,16,64", "data.batch_size=32", "trainer.max_epochs=20", "seed=0")),
         Sweep("b1024", ("probes=0,16,64", "data.batch_size=1024", "trainer.max_epochs=30", "seed=0")),
+        *memory_modes("seed=0"),
     )),
     "cpu_table1_fashion": Table("Table 1 analogue on Fashion-MNIST", (
         Sweep("grid", ("probes=0,2,4,8,16,32,64", "data.batch_size=32,128,512,1024", "seed=0")),
@@ -75,19 +83,21 @@ TABLES: dict[str, Table] = {
     "cpu_ddpm_mnist": Table("Fig. 16 analogue on real MNIST: DDPM FID vs probes (python -m xconv_harness.data fetch mnist first)", (
         Sweep("probes", ("probes=0,16", SEEDS3)),
         Sweep("wide", ("probes=32,64,128,256", "seed=0")),  # up to 4x exact's step time: one seed
+        *memory_modes("seed=0"),
     )),
     "cpu_dip_superres": Table("Table 3 / Fig. 31a analogue: DIP x4 super-resolution", (
         Sweep("probes", ("probes=0,16,32,64,128,256", SEEDS3)),
         Sweep("wide", ("probes=512,1024", "seed=0")),  # r * 96^2 weight-gradient work: one seed
+        *memory_modes("seed=0"),
     )),
     "cpu_dip_inpainting": Table("Table 3 analogue: DIP inpainting", (
         Sweep("probes", ("probes=0,16,64,256", SEEDS3)),
+        *memory_modes("seed=0"),
     )),
     "cpu_segmentation": Table("Table 4 analogue: smp U-Net on texture mosaics", (
         Sweep("probes", ("probes=0,4,16,64", SEEDS3)),
         Sweep("bitrelu", ("probes=16", "relu=bit", SEEDS3)),
-        Sweep("checkpoint", ("probes=0,16", "checkpoint=sqrt", SEEDS3)),
-        Sweep("activations", ("probes=0,16", "activations=lossless,compact", SEEDS3)),
+        *memory_modes(SEEDS3),
     )),
 }
 
