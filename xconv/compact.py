@@ -34,7 +34,7 @@ weight is a Parameter and is not copied. Per group, ``lo = min x_hat``,
 ``D = (max x_hat - lo) / (2**bits - 1)``, ``t = (x_hat - lo) / D`` and the code
 is ``floor(t + u)`` = ``floor(t) + [u > 1 - frac(t)]`` with ``u`` uniform noise on (0, 1): **unbiased
 stochastic rounding** (as ActNN does at 2 bits). ``u = (k + 1/2) / 2**16`` with ``k`` uniform on
-``0 .. 2**16 - 1`` (16 random bits per element, three elements per 64-bit draw of the generator). The dequantized
+``0 .. 2**16 - 1`` (16 random bits per element, four elements per 64-bit draw of the generator). The dequantized
 ``q = lo + D * code`` satisfies ``E[q] = x_hat``, ``|q - x_hat| < D`` and
 ``Var q = D**2 f (1 - f) <= D**2 / 4`` (``f`` the fractional part of ``t``),
 each element rounded independently. ``u`` comes from XConv's generator
@@ -291,36 +291,32 @@ def _part(stat: torch.Tensor, key: tuple[slice, ...]) -> torch.Tensor:
 
 
 class _Noise:
-    """``U(0, 1)`` noise from ``generator``, 16 bits per value: ``u = (k + 1/2) / 2**16`` with ``k``
-    uniform on ``0 .. 2**16 - 1``. Each 64-bit draw (``random_()`` on int64: 63 uniform bits) gives
-    three values (its low 48 bits); values left over go to the next request, so the values do not
-    depend on how the requests are cut. A quarter of the generator calls of ``torch.rand``, which
-    takes one per value. ``u``'s resolution moves a rounding probability by less than ``2**-16``."""
+    """Uniform 16-bit noise levels from ``generator``: ``k`` uniform on ``0 .. 2**16 - 1``, returned as
+    ``k - 2**15`` in int16. Each 64-bit draw (``random_`` over int64's full range: 64 uniform bits)
+    gives four; levels left over go to the next request, so the levels do not depend on how the
+    requests are cut. A quarter of the generator calls of ``torch.rand``, which takes one per value,
+    and no float pass: the caller adds the levels to its float tensor, scaled, in one ``add_``."""
 
-    _LANES = 3
+    _LANES = 4
 
     def __init__(self, generator: torch.Generator) -> None:
         self.generator = generator
-        self.spare = None  # values drawn and not yet used (at most two)
+        self.spare = None  # levels drawn and not yet used (at most three)
 
-    def take(self, count: int, dtype: torch.dtype, device) -> torch.Tensor:
+    def take(self, count: int, device) -> torch.Tensor:
         have = 0 if self.spare is None else self.spare.numel()
         draws = max(0, -(-(count - have) // self._LANES))
-        values = torch.empty(have + draws * self._LANES, dtype=dtype, device=device)
+        levels = torch.empty(draws, dtype=torch.int64, device=device)
+        levels = levels.random_(-2 ** 63, None, generator=self.generator).view(torch.int16)
         if have:
-            values[:have] = self.spare
-        if draws:
-            words = torch.empty(draws, dtype=torch.int64, device=device).random_(generator=self.generator)
-            drawn = values[have:].view(draws, self._LANES)
-            drawn.copy_(words.view(torch.int16).view(draws, 4)[:, :self._LANES])  # k - 2**15, as int16
-            drawn.add_(2 ** 15 + 0.5).mul_(2 ** -16)
-        self.spare = values[count:].clone() if values.numel() > count else None
-        return values[:count]
+            levels = torch.cat([self.spare, levels])
+        self.spare = levels[count:].clone() if levels.numel() > count else None
+        return levels[:count]
 
 
-def _uniform_noise(shape: tuple[int, ...], dtype: torch.dtype, device, noise: _Noise) -> torch.Tensor:
-    """``U(0, 1)`` noise of ``shape`` and ``dtype``, the next values of ``noise`` (a new tensor)."""
-    return noise.take(math.prod(shape), dtype, device).view(shape)
+def _noise_levels(shape: tuple[int, ...], device, noise: _Noise) -> torch.Tensor:
+    """The next ``k - 2**15`` of ``noise`` (int16), shaped ``shape``; ``u = (k + 1/2) / 2**16``."""
+    return noise.take(math.prod(shape), device).view(shape)
 
 
 def _batch_statistics(x4: torch.Tensor, dims: tuple[int, ...], dtype: torch.dtype):
@@ -358,17 +354,18 @@ def _quantize(x4: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, dims: tu
     step = torch.where(step > 0, step, torch.ones_like(step))  # a constant group: every code 0, exact
     codes = torch.empty(x4.shape, dtype=torch.uint8 if bits == 8 else torch.int16, device=x4.device)
     noise = _Noise(rng.probe_generator(x4.device, seed))
-    # t = (x_hat - lo) / D = x * scale + shift, fused (x_hat is not formed)
+    # t + u = x * scale + shift + (k - 2**15) / 2**16, fused (x_hat is not formed): u = (k + 1/2) / 2**16
     scale = rstd / step
-    shift = -(mean * rstd + lo) / step
-    for key in _blocks(tuple(x4.shape), _block_limit(x4.numel())):
+    shift = -(mean * rstd + lo) / step + (2 ** 15 + 0.5) * 2 ** -16
+    blocks = _blocks(tuple(x4.shape), _block_limit(x4.numel()))
+    buffer = torch.empty(max(math.prod(x4[key].shape) for key in blocks), dtype=dtype, device=x4.device)
+    for key in blocks:
         block = x4[key]
-        # floor(t + U), U ~ U(0, 1): up from floor(t) with probability frac(t), so E[code] = t
-        u = _uniform_noise(block.shape, dtype, block.device, noise)
-        t = u.add_(_part(shift, key)).addcmul_(block, _part(scale, key)).clamp_(0, levels)
+        t = buffer[:block.numel()].view(block.shape).copy_(_noise_levels(block.shape, block.device, noise))
+        # floor(t + u), u ~ U(0, 1): up from floor(t) with probability frac(t), so E[code] = t
+        torch.add(_part(shift, key), t, alpha=2 ** -16, out=t).addcmul_(block, _part(scale, key)).clamp_(0, levels)
         # to uint8 truncates, which is floor on [0, levels]; int16 codes are offset by -2**15 after flooring
         codes[key].copy_(t if bits == 8 else t.floor_().sub_(2 ** 15))
-        del u, t  # before the next block's (the names would hold them)
     return codes, lo, step
 
 

@@ -32,7 +32,12 @@ How each is exact:
   and -inf resolved as torch resolves them). The flat index of output ``o`` lies in o's window,
   whose cells are ``start + k * dilation`` with ``start = o * stride - padding`` per spatial
   dimension, so ``k = (coord - start) / dilation`` per dimension and the offset
-  ``sum_j k_j * prod(K_l, l > j) < K <= 256`` packs into ``b`` bits. Backward rebuilds the same
+  ``sum_j k_j * prod(K_l, l > j) < K <= 256`` packs into ``b`` bits. In flat terms the index is
+  ``first + delta``, ``first`` the window's first cell and ``delta = sum_j k_j d_j P_j`` (``P_j``
+  the plane stride): when the K deltas are distinct, a lookup table indexed by
+  ``index - first`` gives the offset with no integer division, and the index is accepted only if
+  the offset's delta gives it back; otherwise (a window wider than the input along an inner
+  dimension) the offset is computed per coordinate, with a division per dimension. Backward rebuilds the same
   int64 indices (in the layout torch made them) and calls ``aten.max_pool{2,3}d_with_indices_backward``,
   the kernel torch's backward runs (1d through the 2d kernel on ``x.unsqueeze(-2)``, as aten's
   max_pool1d does), so overlapping windows accumulate in torch's order. The conversions run a
@@ -74,6 +79,7 @@ How each is exact:
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import torch
@@ -153,6 +159,59 @@ def _spatial_index(dims: int, at: int, length: int, ndim: int, device) -> torch.
     return torch.arange(length, device=device).view(shape)
 
 
+#: Largest flat-index distance inside a window that the lookup tables cover (entries of a uint8 table).
+_MAX_TABLE = 1 << 22
+
+
+@functools.lru_cache(maxsize=1024)
+def _cell_deltas(in_size: tuple[int, ...], kernel: tuple[int, ...], dilation: tuple[int, ...]):
+    """Each window cell's flat-index distance from its window's first cell, ``sum_j k_j d_j P_j``
+    (``P_j`` the plane stride of dimension j; cells in row-major order, so cell number = offset), or
+    None when two cells share a distance (a window wider than the input along an inner dimension)."""
+    planes = [math.prod(in_size[j + 1:]) for j in range(len(in_size))]
+    deltas = tuple(sum(k * d * p for k, d, p in zip(cell, dilation, planes))
+                   for cell in itertools.product(*(range(n) for n in kernel)))
+    return deltas if len(set(deltas)) == len(deltas) else None
+
+
+def _table_deltas(geometry) -> tuple[int, ...] | None:
+    """The cells' distances when the lookup tables apply, else None: the offsets are then computed
+    per coordinate (:func:`_offsets_from_indices`), with an integer division per dimension."""
+    in_size, kernel, _, _, dilation = geometry
+    deltas = _cell_deltas(in_size, kernel, dilation)
+    return deltas if deltas is not None and deltas[-1] < _MAX_TABLE else None  # the last cell is the farthest
+
+
+def _window_firsts(out_size, in_size, stride, padding, ndim: int, device) -> torch.Tensor:
+    """The flat index of each output's first window cell, ``sum_j (o_j s_j - p_j) P_j`` (it may lie
+    outside the input when the window starts in the padding), shaped to broadcast over outputs."""
+    dims, first, plane = len(out_size), None, 1
+    for j in reversed(range(dims)):
+        start = _spatial_index(dims, j, out_size[j], ndim, device).mul(stride[j]).sub_(padding[j]).mul_(plane)
+        first = start if first is None else first + start
+        plane *= in_size[j]
+    return first
+
+
+def _offsets_by_table(indices, deltas, in_size, kernel, stride, padding, dilation):
+    """Offsets from ``delta = index - first cell`` by a lookup table (no integer division), and
+    whether any index lies outside its window: its table offset does not give back its index."""
+    firsts = _window_firsts(indices.shape[-len(kernel):], in_size, stride, padding, indices.dim(), indices.device)
+    cells = torch.tensor(deltas, dtype=torch.int64, device=indices.device)
+    table = torch.zeros(deltas[-1] + 1, dtype=torch.uint8, device=indices.device)
+    table[cells] = torch.arange(len(deltas), device=indices.device).to(torch.uint8)
+    delta = indices - firsts
+    offsets = table[delta.clamp(0, deltas[-1])]
+    return offsets, (cells[offsets.long()] != delta).any()
+
+
+def _indices_by_table(offsets, deltas, in_size, kernel, stride, padding, dilation) -> torch.Tensor:
+    """Inverse of :func:`_offsets_by_table`: ``first cell + delta[offset]``, torch's flat indices."""
+    firsts = _window_firsts(offsets.shape[-len(kernel):], in_size, stride, padding, offsets.dim(), offsets.device)
+    cells = torch.tensor(deltas, dtype=torch.int64, device=offsets.device)
+    return cells[offsets.long()].add_(firsts)
+
+
 def _offsets_from_indices(indices, in_size, kernel, stride, padding, dilation):
     """torch's flat input indices (per plane) -> (offset of each inside its window, int64; whether
     any index lies outside its window, a bool scalar tensor)."""
@@ -203,8 +262,10 @@ def _window_offsets(indices: torch.Tensor, geometry):
     """``(offsets as uint8, True)``, or ``(None, False)`` if some index lies outside its window."""
     offsets = torch.empty(indices.shape, dtype=torch.uint8, device=indices.device)
     outside = torch.zeros((), dtype=torch.bool, device=indices.device)
+    deltas = _table_deltas(geometry)
     for rows in _slabs(indices):
-        chunk, chunk_outside = _offsets_from_indices(indices[rows], *geometry)
+        chunk, chunk_outside = (_offsets_from_indices(indices[rows], *geometry) if deltas is None
+                                else _offsets_by_table(indices[rows], deltas, *geometry))
         offsets[rows] = chunk  # < 256 where inside; garbage elsewhere, then discarded
         outside |= chunk_outside
     if is_fake(indices):  # under fake tensors (xconv.fake_peak) there is no data to check: a window always holds its max
@@ -215,8 +276,10 @@ def _window_offsets(indices: torch.Tensor, geometry):
 def _input_indices(offsets: torch.Tensor, stride, geometry) -> torch.Tensor:
     """torch's int64 indices rebuilt from ``offsets``, laid out with strides ``stride``."""
     indices = torch.empty_strided(offsets.shape, stride, dtype=torch.int64, device=offsets.device)
+    deltas = _table_deltas(geometry)
     for rows in _slabs(offsets):
-        indices[rows] = _indices_from_offsets(offsets[rows], *geometry)
+        indices[rows] = (_indices_from_offsets(offsets[rows], *geometry) if deltas is None
+                         else _indices_by_table(offsets[rows], deltas, *geometry))
     return indices
 
 

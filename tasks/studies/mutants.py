@@ -98,8 +98,8 @@ MUTANTS = (
     Mutant("dropout-unscaled", "xconv/lossless.py", "        return bernoulli.div_(1 - p)  # aten: noise.div_(1 - p)",
            "        return bernoulli", "bit-mask dropout forgets the 1/(1-p) scale"),
     Mutant("compact-round-to-nearest", "xconv/compact.py",
-           "        u = _uniform_noise(block.shape, dtype, block.device, noise)",
-           "        u = torch.full(block.shape, 0.5, dtype=dtype, device=block.device)",
+           "        t = buffer[:block.numel()].view(block.shape).copy_(_noise_levels(block.shape, block.device, noise))",
+           "        t = buffer[:block.numel()].view(block.shape).zero_()",
            "compact norms round x-hat to nearest (biased) instead of stochastically"),
 )
 

@@ -88,12 +88,32 @@ GEOMETRIES = [(k, s, p, d, c)
               if p <= k // 2]  # torch: padding at most half the kernel
 
 
+@pytest.fixture(params=["table", "per-coordinate"])
+def offsets_path(request, monkeypatch):
+    """Offsets by lookup table (the default), or per coordinate (as for windows wider than the input)."""
+    if request.param == "per-coordinate":
+        monkeypatch.setattr(lossless, "_MAX_TABLE", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("dims", [1, 2, 3])
 @pytest.mark.parametrize("kernel,stride,padding,dilation,ceil_mode", GEOMETRIES)
-def test_max_pool_is_torch_bit_for_bit(dims, dtype, kernel, stride, padding, dilation, ceil_mode):
+def test_max_pool_is_torch_bit_for_bit(dims, dtype, kernel, stride, padding, dilation, ceil_mode, offsets_path):
+    """... and keeps the offsets: packed bits per output, as the formula says."""
     plain = MAX_POOL[dims](kernel, stride, padding, dilation, ceil_mode=ceil_mode)
-    assert_same_as_torch(plain, tied(MAX_POOL_INPUT[dims], dtype))
+    out, _, (hooks, _), _ = assert_same_as_torch(plain, tied(MAX_POOL_INPUT[dims], dtype))
+    assert hooks == packed_bytes(out.numel(), lossless._code_bits(kernel ** dims))
+
+
+@pytest.mark.parametrize("plain,shape", [(nn.MaxPool2d(3, 1, 1), (2, 3, 5, 2)), (nn.MaxPool2d(2, 1, 1, (1, 2)), (2, 3, 4, 2)),
+                                         (nn.MaxPool3d(3, 2, 1), (1, 2, 4, 2, 5))], ids=repr)
+def test_max_pool_windows_wider_than_the_input_take_the_per_coordinate_path(plain, shape):
+    """Two cells of such a window lie the same flat distance from its first cell, so no table can
+    tell them apart: the offsets are computed per coordinate there."""
+    kernel, dilation = (lossless._ntuple(v, len(shape) - 2) for v in (plain.kernel_size, plain.dilation))
+    assert lossless._cell_deltas(shape[2:], kernel, dilation) is None
+    assert_same_as_torch(plain, tied(shape, torch.float32))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
