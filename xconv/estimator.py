@@ -30,6 +30,7 @@ than exact"), which keeps the input and gives torch's exact gradients.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 
 from . import probes as probe_lib
 from . import rng
-from .layouts import convolution_backward, shape_only
+from .layouts import convolution_backward, reconstruction_macs, shape_only, weight_gradient
 
 # Probes (and the per-probe temporaries of backward) are made in chunks whose
 # total size stays below this fraction of the layer input, or below the floor.
@@ -101,9 +102,12 @@ class ConvGeometry:
         return grad
 
 
+def _budget(input_elements: int) -> int:
+    return max(input_elements // _CHUNK_FRACTION_OF_INPUT, _CHUNK_FLOOR_ELEMENTS)
+
+
 def _chunk_size(probes: int, per_probe_elements: int, input_elements: int) -> int:
-    budget = max(input_elements // _CHUNK_FRACTION_OF_INPUT, _CHUNK_FLOOR_ELEMENTS)
-    return max(1, min(probes, budget // max(per_probe_elements, 1)))
+    return max(1, min(probes, _budget(input_elements) // max(per_probe_elements, 1)))
 
 
 def _probe_chunk(kind, count: int, shape, call_seed: int, index: int, like: torch.Tensor) -> torch.Tensor:
@@ -180,14 +184,42 @@ def _input_and_bias_gradients(grad_out, weight, geometry: ConvGeometry, x_shape,
     return grad_x, grad_b
 
 
+def _by_reconstruction(layout, geometry, x_shape, out_shape, weight_shape, probes: int) -> bool:
+    """Whether rebuilding ``x~`` costs fewer multiply-adds than the batched-probe terms (:mod:`xconv.layouts`)."""
+    return (reconstruction_macs(geometry, x_shape, out_shape, weight_shape, probes)
+            < layout.weight_term_macs(geometry, x_shape, out_shape, weight_shape, probes))
+
+
 def _weight_gradient_estimate(ctx, grad_out, sketch, weight) -> torch.Tensor:
     kind, layout = ctx.kind, ctx.kind.layout
     shape = kind.probe_shape(ctx.x_shape[1], ctx.x_shape[2:])
     grad_w = torch.zeros(weight.shape, dtype=grad_out.dtype, device=grad_out.device)
     if grad_out.shape[0] == 0:  # an empty batch: the exact gradient, a sum over no samples, is zero
         return grad_w
+    if _by_reconstruction(layout, ctx.geometry, ctx.x_shape, grad_out.shape, weight.shape, ctx.probes):
+        return _estimate_by_reconstruction(ctx, grad_out, sketch, grad_w, shape).div_(ctx.probes)
     for index, start, count in _chunks(ctx.probes, ctx.chunk):
         e = _probe_chunk(kind, count, shape, ctx.seed, index, grad_out)
         grad_w += layout.weight_term(ctx.geometry, grad_out, e, sketch.narrow(layout.probe_dim, start, count),
                                      weight.shape)
     return grad_w.div_(ctx.probes)
+
+
+def _estimate_by_reconstruction(ctx, grad_out, sketch, grad_w, shape) -> torch.Tensor:
+    """``dW(sum_p S_p e_p, g)`` added to ``grad_w``, a slab of samples at a time (the rebuilt input of a
+    slab stays within the chunk budget; the probes are redrawn for each slab)."""
+    kind, layout, geometry = ctx.kind, ctx.kind.layout, ctx.geometry
+    batch = ctx.x_shape[0]
+    rows = max(1, _budget(math.prod(ctx.x_shape)) // math.prod(geometry.padded_shape(ctx.x_shape)[1:]))
+    for first in range(0, batch, rows):
+        samples = sketch.narrow(layout.sample_dim, first, min(rows, batch - first))
+        rebuilt = None
+        for index, start, count in _chunks(ctx.probes, ctx.chunk):
+            e = _probe_chunk(kind, count, shape, ctx.seed, index, grad_out)
+            part = layout.reconstruct(samples.narrow(layout.probe_dim, start, count), e, ctx.x_shape)
+            rebuilt = part if rebuilt is None else rebuilt.add_(part)
+        if not geometry.transposed:
+            rebuilt = geometry.pad(rebuilt)
+        grad_w += weight_gradient(geometry, grad_out.narrow(0, first, rebuilt.shape[0]), rebuilt,
+                                  grad_w.shape, geometry.groups)
+    return grad_w

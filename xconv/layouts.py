@@ -21,6 +21,15 @@ Each method gets the sketch of one chunk of probes and returns the chunk's sum
 over ``p``; the estimator adds the chunks and divides by ``r``. Probes live on the
 unpadded input: the layer's padding (``geometry.pad``) is applied to them here.
 A probe kind (:mod:`xconv.probes`) names one of these layouts.
+
+Two orders of the same sum. ``dW`` is bilinear, so ``(1/r) sum_p dW(e_p, L_p)`` (FULL) and
+``dW(x~, g)`` with ``x~ = (1/r) sum_p S_p e_p`` are one number computed in two orders (CHANNEL
+likewise, per input channel). ``weight_term`` is the first: the kernel sees r probes in place of
+B samples (FULL) or r input channels in place of C_in (CHANNEL), so its work grows with r.
+``reconstruct`` gives ``x~`` (times r) for the second, one kernel call of the exact layer's size
+plus ``B C_in r N`` multiply-adds to rebuild ``x~``: fewer when r exceeds B (FULL) or C_in
+(CHANNEL), e.g. a first layer on RGB images. :func:`weight_term_macs` and
+:func:`reconstruction_macs` count both; the estimator takes the cheaper.
 """
 from __future__ import annotations
 
@@ -47,6 +56,17 @@ def weight_gradient(geometry, grad_out, input, weight_shape, groups: int) -> tor
     return grad_w
 
 
+def kernel_positions(geometry, x_shape, out_shape) -> int:
+    """Positions the weight-gradient kernel sums over per tap: the output's (the input's when transposed)."""
+    return math.prod((x_shape if geometry.transposed else out_shape)[2:])
+
+
+def reconstruction_macs(geometry, x_shape, out_shape, weight_shape, probes: int) -> int:
+    """Multiply-adds of rebuilding ``x~`` (``B C_in r N``) and one exact-size weight-gradient call."""
+    rebuild = x_shape[0] * x_shape[1] * probes * math.prod(x_shape[2:])
+    return rebuild + x_shape[0] * math.prod(weight_shape) * kernel_positions(geometry, x_shape, out_shape)
+
+
 class SketchLayout:
     """How probes are laid out over an input, and the sketch maths that follows from it.
 
@@ -55,6 +75,7 @@ class SketchLayout:
 
     name: str
     probe_dim: int  # the sketch's probe axis: chunks are concatenated and sliced along it
+    sample_dim: int  # the sketch's sample axis
 
     def probe_shape(self, channels: int, spatial: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of one probe for an input with ``channels`` x ``spatial``."""
@@ -76,6 +97,14 @@ class SketchLayout:
         """The chunk's ``sum_p`` of the weight-gradient estimate (not yet divided by ``r``)."""
         raise NotImplementedError
 
+    def weight_term_macs(self, geometry, x_shape, out_shape, weight_shape, probes: int) -> int:
+        """Multiply-adds of :meth:`weight_term` over all ``probes``."""
+        raise NotImplementedError
+
+    def reconstruct(self, sketch, e, x_shape) -> torch.Tensor:
+        """The chunk's ``sum_p S_p e_p`` for the sketch's samples, shaped ``(B', *x_shape[1:])``."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"<{self.name} sketch layout>"
 
@@ -83,7 +112,7 @@ class SketchLayout:
 class FullLayout(SketchLayout):
     """One probe over channels and positions together: ``S[b, p] = <x_b, e_p>``, shape ``(B, r)``."""
 
-    name, probe_dim = "full", 1
+    name, probe_dim, sample_dim = "full", 1, 0
 
     def probe_shape(self, channels, spatial):
         return (channels, *spatial)
@@ -112,12 +141,20 @@ class FullLayout(SketchLayout):
             e = geometry.pad(e)
         return weight_gradient(geometry, combined, e, weight_shape, geometry.groups)
 
+    def weight_term_macs(self, geometry, x_shape, out_shape, weight_shape, probes):
+        combine = probes * x_shape[0] * math.prod(out_shape[1:])  # L_p
+        return combine + probes * math.prod(weight_shape) * kernel_positions(geometry, x_shape, out_shape)
+
+    def reconstruct(self, sketch, e, x_shape):
+        """e: (r, C_in, *spatial); sketch: (B', r)."""
+        return (sketch @ e.flatten(1)).view(sketch.shape[0], *x_shape[1:])
+
 
 class ChannelLayout(SketchLayout):
     """One probe over the positions, shared by every input channel (the "independent" mode of the
     paper's code): ``S[p, b, c] = <x_{b,c}, e_p>``, shape ``(r, B, C_in)``."""
 
-    name, probe_dim = "channel", 0
+    name, probe_dim, sample_dim = "channel", 0, 1
 
     def probe_shape(self, channels, spatial):
         return tuple(spatial)
@@ -164,6 +201,15 @@ class ChannelLayout(SketchLayout):
             correlations = correlations.reshape(batch, groups, out_per_group, count, taps)  # (B, G, C_out/G, r, K)
             grad_w = torch.einsum("pbgc,bgopk->gock", sketch, correlations)  # (G, C_out/G, C_in/G, K)
         return grad_w.reshape(weight_shape)
+
+    def weight_term_macs(self, geometry, x_shape, out_shape, weight_shape, probes):
+        batch, taps = x_shape[0], math.prod(weight_shape[2:])
+        correlate = probes * batch * out_shape[1] * taps * kernel_positions(geometry, x_shape, out_shape)
+        return correlate + probes * batch * math.prod(weight_shape)  # the einsum with the sketch
+
+    def reconstruct(self, sketch, e, x_shape):
+        """e: (r, *spatial); sketch: (r, B', C_in)."""
+        return torch.einsum("pbc,pn->bcn", sketch, e.flatten(1)).view(sketch.shape[1], *x_shape[1:])
 
 
 CHANNEL = ChannelLayout()

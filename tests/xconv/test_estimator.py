@@ -5,12 +5,15 @@ data behind them come from ``estimates.py``; the statistic (``stats.py``) is sho
 to reject 10% biases in every geometry by ``test_power.py``, and the exact limit
 of the estimator (a second moment of exactly I) is tested in ``test_exact_limit.py``.
 """
+import copy
 import math
 
 import pytest
 import torch
+import torch.nn as nn
 
 import xconv
+from xconv import estimator
 from xconv.estimator import XConvFunction
 
 from estimates import ESTIMATES, draw_estimates, exact_gradients, problem, weight_gradient_estimates
@@ -27,6 +30,38 @@ def test_weight_gradient_is_unbiased_and_the_rest_exact(name, probe):
     exact, estimates = weight_gradient_estimates(name, probe)
     assert estimates.shape == (ESTIMATES, *exact["weight"].shape)
     assert_unbiased(estimates, exact["weight"])
+
+
+@pytest.mark.parametrize("budget", ["default", "one probe and one sample at a time"])
+@pytest.mark.parametrize("probe", xconv.PROBE_KINDS)
+@pytest.mark.parametrize("name", GEOMETRIES)
+def test_both_summation_orders_give_the_same_estimate(name, probe, budget, monkeypatch):
+    """The batched-probe terms and the rebuilt input are one sum in two orders (``xconv.layouts``):
+    the same probes give the same estimate to float64 rounding, in chunks of probes and slabs of
+    samples too, so the statistical tests above hold for both orders (each geometry takes one)."""
+    if budget != "default":
+        monkeypatch.setattr(estimator, "_CHUNK_FLOOR_ELEMENTS", 1)
+        monkeypatch.setattr(estimator, "_CHUNK_FRACTION_OF_INPUT", 10 ** 9)
+    layers = problem(name, probe, probes=6)
+    orders = {}
+    for rebuild in (False, True):
+        monkeypatch.setattr(estimator, "_by_reconstruction", lambda *args, rebuild=rebuild: rebuild)
+        orders[rebuild] = draw_estimates(layers.converted, layers.x, layers.grad_out, count=2)
+    torch.testing.assert_close(orders[True], orders[False], rtol=1e-11, atol=1e-11)
+
+
+def test_the_cheaper_order_is_taken():
+    """A first layer on RGB images rebuilds its input (r = 16 probes against 3 channels); a
+    64-channel layer keeps the batched-probe terms, as does the FULL layout at batch 32 > r."""
+    rgb, inner = nn.Conv2d(3, 64, 7, 2, 3), nn.Conv2d(64, 64, 3, 1, 1)
+    layer_inputs = [(rgb, (8, 3, 224, 224)), (inner, (8, 64, 56, 56)), (inner, (32, 64, 56, 56))]
+    chosen = []
+    for (layer, shape), kind in zip(layer_inputs, ("channel", "channel", "gaussian")):
+        out_shape = layer(torch.empty(shape, device="meta")).shape
+        converted = xconv.convert(copy.deepcopy(layer), probes=16, probe=kind)
+        chosen.append(estimator._by_reconstruction(xconv.probes.probe_kind(kind).layout, converted.geometry(),
+                                                   shape, out_shape, layer.weight.shape, 16))
+    assert chosen == [True, False, False]
 
 
 @pytest.mark.parametrize("name", ["2d-same-even-circular", "transpose2d-stride-groups", "1d-dilation-stride"])
