@@ -55,6 +55,27 @@ MIB = 2 ** 20
 
 
 # Numbers ---------------------------------------------------------------------------------------
+#: ``(table, settings text, gradient label) -> step time / exact's at those settings``, both timed side by
+#: side in one loop (scripts/table_timing.py).
+Timing = dict[tuple[str, str, str], float]
+TIMING = RESULTS / "table_timing.csv"
+
+
+def side_by_side_ratios(path: Path) -> Timing:
+    """The ratios in ``path`` (table_timing.csv); empty when that file is absent. Rows written before the
+    settings column have the table's default settings (empty text)."""
+    if not Path(path).is_file():
+        return {}
+    with Path(path).open(newline="") as handle:
+        return {(row["table"], row.get("settings", ""), row["mode"]): float(row["ratio_vs_exact"])
+                for row in csv_files.DictReader(handle)}
+
+
+def side_by_side(timing: Timing, table: Table, row: Row) -> float | None:
+    """The row's step time over exact's, timed in one loop; None when not timed."""
+    return timing.get((table.name, table.settings_text(row), row.gradient.label))
+
+
 def mean(values: list[float]) -> float | None:
     return mean_std(values)[0]
 
@@ -192,9 +213,11 @@ def provenance(table: Table) -> list[str]:
               "differences from exact (when both rows ran the same seeds); activation memory = bytes "
               "autograd saves for backward in one training step (device-independent), plus the largest segment "
               "recomputation in checkpointed rows; peak memory = "
-              f"{peak_source_text(table)}; step = median training-step wall time (rows ran one after "
-              "another on a shared CPU, so step ratios between rows are indicative only; ratios measured "
-              "side by side: results/network_memory.md, results/speed.md). \"vs exact\" and Δ "
+              f"{peak_source_text(table)}; step = the runs' median training-step wall time (they ran one "
+              "after another on a shared CPU: not compared across rows); vs exact (one loop) = the row's step "
+              "time over exact's at the same settings, both timed side by side in one loop on one batch of "
+              "the table's config (table_timing.md, scripts/table_timing.py; n/a where not timed). "
+              "\"vs exact\" and Δ "
               "compare with the exact row of the same settings (or the table's only exact row).", ""]
     return lines
 
@@ -275,10 +298,10 @@ def columns(table: Table) -> list[str]:
             headers += [numbers.label, "paper Δ vs exact"]
     headers += ["act. memory", "vs exact", "peak memory", "vs exact"]
     headers += [numbers.label for numbers in papers if numbers.quantity == "peak_mib"]
-    return headers + ["step (ms)", "vs exact"]
+    return headers + ["step (ms)", "vs exact (one loop)"]
 
 
-def markdown_row(table: Table, row: Row) -> list[str]:
+def markdown_row(table: Table, row: Row, timing: Timing) -> list[str]:
     metrics, reference = metrics_for(table), table.reference(row)
     cells = [*map(str, row.settings), row.gradient.label, str(len(row.runs))]
     cells += [mean_std_text(metric, row.metric(metric.key)) for metric in metrics]
@@ -301,8 +324,8 @@ def markdown_row(table: Table, row: Row) -> list[str]:
         if numbers.quantity == "peak_mib":
             values = paper_numbers.paper_values(numbers, row)
             cells.append(f"{mean(values):.0f}" if values else "n/a")
-    step, exact_step = step_seconds(row), (step_seconds(reference) if reference else None)
-    cells += ["n/a" if step is None else f"{step * 1e3:.1f}", ratio_text(ratio(step, exact_step))]
+    step = step_seconds(row)
+    cells += ["n/a" if step is None else f"{step * 1e3:.1f}", ratio_text(side_by_side(timing, table, row))]
     return cells
 
 
@@ -319,7 +342,7 @@ def csv_columns(table: Table) -> list[str]:
                     "median_step_s", "step_vs_exact", "train_steps", "wall_time_s_total"]
 
 
-def csv_row(table: Table, row: Row) -> list:
+def csv_row(table: Table, row: Row, timing: Timing) -> list:
     reference, gradient, metrics = table.reference(row), row.gradient, metrics_for(table)
     cells = [table.name, *row.settings, gradient.label, gradient.mode, gradient.probes, gradient.probe,
              gradient.relu, gradient.activations, gradient.checkpoint, len(row.runs), " ".join(map(str, row.seeds))]
@@ -333,7 +356,7 @@ def csv_row(table: Table, row: Row) -> list:
     cells += [saved, ratio(saved, saved_bytes(reference)) if reference else None,
               peak, ratio(peak, peak_bytes(reference)) if reference else None,
               " ".join(sorted({str(peak_source(run.summary)) for run in row.runs})),
-              step, ratio(step, step_seconds(reference)) if reference else None,
+              step, side_by_side(timing, table, row),
               mean(row.values(lambda summary: summary["train_steps"])),
               sum(row.values(lambda summary: summary["wall_time_s"]))]
     return ["" if cell is None else cell for cell in cells]
@@ -407,9 +430,9 @@ def convergence_note(table: Table) -> list[str]:
             "runs were still improving when training stopped, so their rows are not converged"]
 
 
-def markdown(table: Table, figures: list[str]) -> str:
+def markdown(table: Table, figures: list[str], timing: Timing) -> str:
     lines = provenance(table)
-    lines += report.markdown_table(columns(table), [markdown_row(table, row) for row in table.rows]) + [""]
+    lines += report.markdown_table(columns(table), [markdown_row(table, row, timing) for row in table.rows]) + [""]
     lines += notes(table)
     lines += pivot_lines(table)
     if figures:
@@ -421,19 +444,9 @@ def markdown(table: Table, figures: list[str]) -> str:
 HEADLINE_COLUMNS = ["table", "task", "metric", "exact", "gradient", "XConv", "Δ vs exact",
                     "Δ 95% CI (paired by seed)", "act. memory factor (exact / XConv)",
                     "step time ratio (side by side)", "settings"]
-TIMING = RESULTS / "table_timing.csv"  # scripts/table_timing.py: every table's modes timed in one loop
 
 
-def side_by_side_ratios(path: Path) -> dict[tuple[str, str], float]:
-    """``(table, gradient label) -> step time / exact's``, measured in one loop (scripts/table_timing.py);
-    empty when that file is absent."""
-    if not Path(path).is_file():
-        return {}
-    with Path(path).open(newline="") as handle:
-        return {(row["table"], row["mode"]): float(row["ratio_vs_exact"]) for row in csv_files.DictReader(handle)}
-
-
-def headline_rows(table: Table, timing: dict[tuple[str, str], float]) -> list[tuple[list[str], list]]:
+def headline_rows(table: Table, timing: Timing) -> list[tuple[list[str], list]]:
     """Against the table's exact row: its r=16 channel row, then its r=16 channel + 1-bit ReLU row (each
     the one with most seeds, when the table has several settings); as (markdown cells, csv values)."""
     found = []
@@ -450,7 +463,7 @@ def headline_rows(table: Table, timing: dict[tuple[str, str], float]) -> list[tu
         spread = delta_spread(metric, row, reference)
         interval = delta_interval(metric, row, reference)
         memory = ratio(saved_bytes(reference), saved_bytes(row))
-        step = timing.get((table.name, row.gradient.label))  # side by side, never across the runs
+        step = side_by_side(timing, table, row)  # never across the runs
         settings = table.settings_text(row) or "-"
         text = [table.name, table.task, metric.label, mean_std_text(metric, reference.metric(metric.key)),
                 row.gradient.label, mean_std_text(metric, row.metric(metric.key)),
@@ -462,7 +475,7 @@ def headline_rows(table: Table, timing: dict[tuple[str, str], float]) -> list[tu
     return found
 
 
-def headline(tables: list[Table], timing: dict[tuple[str, str], float]) -> tuple[str, str]:
+def headline(tables: list[Table], timing: Timing) -> tuple[str, str]:
     found = [(table, headline_rows(table, timing)) for table in tables]
     rows = [result for _, results in found for result in results]
     missing = [table.name for table, results in found if not results]
@@ -516,12 +529,12 @@ def copy_runs(tables: list[Table], destination: Path) -> list[Path]:
 
 
 # Main ------------------------------------------------------------------------------------------
-def write_table(table: Table, out: Path, figures: bool) -> list[Path]:
+def write_table(table: Table, out: Path, figures: bool, timing: Timing) -> list[Path]:
     """The table's .md and .csv (which list its figures either way) and, with ``figures``, its PNGs."""
     drawn = table_figures.write_figures(table, out) if figures else []
-    written = [report.write_text(out / f"{table.name}.md", markdown(table, table_figures.figure_names(table))),
-               report.write_text(out / f"{table.name}.csv",
-                                 report.csv_text(csv_columns(table), [csv_row(table, row) for row in table.rows]))]
+    rows = [csv_row(table, row, timing) for row in table.rows]
+    written = [report.write_text(out / f"{table.name}.md", markdown(table, table_figures.figure_names(table), timing)),
+               report.write_text(out / f"{table.name}.csv", report.csv_text(csv_columns(table), rows))]
     return written + drawn
 
 
@@ -536,8 +549,9 @@ def parse_args(argv):
                                             "DIR/<table>/<run>/ first (default DIR: results/runs) and "
                                             "build the tables from the copies")
     parser.add_argument("--headline", action="store_true", help="also write headline.md/.csv")
-    parser.add_argument("--timing", default=str(TIMING), help="the headline's side-by-side step time ratios "
-                                                              f"(default {TIMING}, from scripts/table_timing.py)")
+    parser.add_argument("--timing", default=str(TIMING), help="the side-by-side step time ratios of the rows and "
+                                                              f"the headline (default {TIMING}, from "
+                                                              "scripts/table_timing.py)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.add_argument(ALLOW_UNTRACED, action="store_true",
                         help="build tables from runs of a dirty tree or with no recorded commit (refused otherwise)")
@@ -554,10 +568,10 @@ def main(argv=None) -> list[Path]:
             tables = load_tables(copy_runs(tables, Path(args.copy_runs)))
     except SummaryError as error:
         raise SystemExit(f"error: {error}")
-    out = Path(args.out)
-    written = [path for table in tables for path in write_table(table, out, not args.no_figures)]
+    out, timing = Path(args.out), side_by_side_ratios(Path(args.timing))
+    written = [path for table in tables for path in write_table(table, out, not args.no_figures, timing)]
     if args.headline:
-        text, csv = headline(tables, side_by_side_ratios(Path(args.timing)))
+        text, csv = headline(tables, timing)
         written += [report.write_text(out / "headline.md", text), report.write_text(out / "headline.csv", csv)]
     for path in written:
         print(path)

@@ -1,14 +1,15 @@
-"""Step time of each results table's gradient modes, measured side by side in one loop.
+"""Step time of each results table's rows, measured side by side in one loop.
 
 A table's rows come from runs made one after another on a shared CPU, so the ratio of their
 median step times mixes the method with whatever else the machine did meanwhile. This study
-builds, for each table's experiment config (``conf/experiment/<table>.yaml``, seed 0), the task
-once per mode (exact, XConv r=16 channel, and the same with 1-bit ReLUs; ``--modes`` for others)
-exactly as a run does (:func:`xconv_harness.run.build`), takes one training batch, and times a
+reads a table's committed runs (``results/runs/<table>/``), and for each group of rows with the
+same settings (e.g. a batch size) builds the task of every row's gradient mode, plus exact, on
+the table's experiment config (``conf/experiment/<table>.yaml``, seed 0) with those settings,
+exactly as a run does (:func:`xconv_harness.run.build`); takes one training batch, and times a
 full training step of each (``task.training_step``, backward, optimiser step) in the same loop,
 the order rotating every repeat (:func:`timing.median_times_ms`). The ratios it writes
-(``results/table_timing.{md,csv}``) are what ``make_tables.py --headline`` shows as step time
-ratios.
+(``results/table_timing.{md,csv}``, keyed by table, settings and row label) are what
+``make_tables.py`` shows as the rows' and the headline's step time ratios.
 
     python scripts/table_timing.py --out results/table_timing
     python scripts/table_timing.py --tables table1_mnist --repeats 5
@@ -24,13 +25,30 @@ import torch
 from ..config_files import compose_experiment
 from . import report, timing
 from .reproduce import TABLES
+from .run_summaries import Gradient, Table, load_tables
 
-#: Mode name -> the overrides that give it (on top of the table's experiment config).
-MODES = {"exact": ("probes=0", "relu=exact", "activations=exact", "checkpoint=none"),
-         "XConv r=16 channel": ("probes=16", "probe=channel", "relu=exact", "activations=exact", "checkpoint=none"),
-         "XConv r=16 channel + 1-bit ReLU": ("probes=16", "probe=channel", "relu=bit", "activations=exact",
-                                             "checkpoint=none")}
-CSV_COLUMNS = ["table", "mode", "median_step_ms", "ratio_vs_exact", "repeats", "batch_shape"]
+RUNS = Path("results") / "runs"  # relative to the folder the command runs in (the checkout)
+EXACT = ("probes=0", "relu=exact", "activations=exact", "checkpoint=none")
+CSV_COLUMNS = ["table", "settings", "mode", "median_step_ms", "ratio_vs_exact", "repeats", "batch_shape"]
+
+
+def gradient_overrides(gradient: Gradient) -> tuple[str, ...]:
+    """The overrides that give a row's gradient mode on top of the table's experiment config (the probe
+    kind only for XConv rows: others record none)."""
+    probe = (f"probe={gradient.probe}",) if gradient.is_xconv else ()
+    return (f"probes={gradient.probes}", *probe, f"relu={gradient.relu}", f"activations={gradient.activations}",
+            f"checkpoint={gradient.checkpoint}")
+
+
+def row_groups(table: Table) -> list[tuple[str, tuple[str, ...], dict[str, tuple[str, ...]]]]:
+    """Per settings of the table's rows: ``(settings text, their overrides, {row label: overrides})``,
+    exact first (timed at every settings, also where the table has no exact row there)."""
+    groups: dict[tuple, tuple] = {}
+    for row in table.rows:
+        overrides = tuple(f"{key}={value}" for key, value in zip(table.setting_keys, row.settings))
+        text, _, modes = groups.setdefault(row.settings, (table.settings_text(row), overrides, {"exact": EXACT}))
+        modes.setdefault(row.gradient.label, gradient_overrides(row.gradient))
+    return list(groups.values())
 
 
 def first_batch(datamodule):
@@ -54,8 +72,9 @@ def training_step(task, batch) -> timing.Step:
 
 
 def time_table(table: str, modes: dict[str, tuple[str, ...]], repeats: int, warmup: int,
-               overrides: tuple[str, ...] = ()) -> list[dict]:
-    """Median step milliseconds of every mode of ``table`` on one shared batch, interleaved."""
+               overrides: tuple[str, ...] = (), settings: str = "") -> list[dict]:
+    """Median step milliseconds of every mode of ``table`` on one shared batch, interleaved (the first
+    mode is the reference); ``settings`` names the overrides' settings in the rows written."""
     from ..run import build
 
     steps, batch, shape = {}, None, None
@@ -68,8 +87,8 @@ def time_table(table: str, modes: dict[str, tuple[str, ...]], repeats: int, warm
         steps[name] = training_step(task, batch)
     times = timing.median_times_ms(steps, repeats=repeats, warmup=warmup, device="cpu")
     exact = times[next(iter(modes))]
-    return [{"table": table, "mode": name, "median_step_ms": ms, "ratio_vs_exact": ms / exact, "repeats": repeats,
-             "batch_shape": shape} for name, ms in times.items()]
+    return [{"table": table, "settings": settings, "mode": name, "median_step_ms": ms, "ratio_vs_exact": ms / exact,
+             "repeats": repeats, "batch_shape": shape} for name, ms in times.items()]
 
 
 def write(rows: list[dict], out: Path, command: str, repeats: int) -> list[Path]:
@@ -78,9 +97,9 @@ def write(rows: list[dict], out: Path, command: str, repeats: int) -> list[Path]
                               "steps per mode after warm-up, the modes interleaved (order rotating every repeat)")
     lines += ["Ratio = mode / exact step time, same batch, same loop (> 1: slower). Timings on a shared CPU vary "
               "by 10-20 % between runs; the ratios within a loop are what compare.", ""]
-    lines += report.markdown_table(["table", "batch", "mode", "step (ms)", "vs exact"],
-                                   [[row["table"], row["batch_shape"], row["mode"], f"{row['median_step_ms']:.1f}",
-                                     f"{row['ratio_vs_exact']:.3g}"] for row in rows])
+    lines += report.markdown_table(["table", "settings", "batch", "mode", "step (ms)", "vs exact"],
+                                   [[row["table"], row["settings"] or "-", row["batch_shape"], row["mode"],
+                                     f"{row['median_step_ms']:.1f}", f"{row['ratio_vs_exact']:.3g}"] for row in rows])
     return [report.write_text(out.with_suffix(".md"), "\n".join(lines) + "\n"),
             report.write_text(out.with_suffix(".csv"), report.csv_text(
                 CSV_COLUMNS, [[row[column] for column in CSV_COLUMNS] for row in rows]))]
@@ -92,16 +111,24 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per mode (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     parser.add_argument("--override", action="append", default=[], help="an extra override for every mode")
+    parser.add_argument("--runs", default=str(RUNS), help=f"the committed runs whose rows are timed (default {RUNS})")
     parser.add_argument("--out", default="results/table_timing", help="output path without suffix")
     args = parser.parse_args(argv)
     tables = [table for table in args.tables.split(",") if table]
     unknown = [table for table in tables if table not in TABLES]
     if unknown:
         parser.error(f"--tables={unknown[0]}: not a table; choose from {', '.join(TABLES)}")
+    found = {table.name: table for table in load_tables([args.runs])}
     rows = []
     for table in tables:
-        rows += time_table(table, MODES, args.repeats, args.warmup, tuple(args.override))
-        print(f"[table_timing] {table}: " + ", ".join(f"{row['mode']} {row['ratio_vs_exact']:.2f}"
-                                                      for row in rows if row["table"] == table), flush=True)
+        if table not in found:
+            print(f"[table_timing] {table}: no runs under {args.runs}, skipped", flush=True)
+            continue
+        for settings, setting_overrides, modes in row_groups(found[table]):
+            timed = time_table(table, modes, args.repeats, args.warmup, (*setting_overrides, *args.override),
+                               settings)
+            rows += timed
+            print(f"[table_timing] {table} {settings or '-'}: " + ", ".join(
+                f"{row['mode']} {row['ratio_vs_exact']:.2f}" for row in timed), flush=True)
     for path in write(rows, Path(args.out), report.command_line("table_timing.py", argv), args.repeats):
         print(path)

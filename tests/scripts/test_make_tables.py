@@ -125,8 +125,10 @@ def table_rows(text: str, header_start: str):
 def written(make_tables, fake_runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     timing = tmp_path_factory.mktemp("timing") / "table_timing.csv"  # as scripts/table_timing.py writes it
-    timing.write_text("table,mode,median_step_ms,ratio_vs_exact,repeats,batch_shape\n"
-                      "fake_sr,exact,10.0,1.0,5,1x3x8x8\nfake_sr,XConv r=16 channel,12.3,1.23,5,1x3x8x8\n")
+    timing.write_text("table,settings,mode,median_step_ms,ratio_vs_exact,repeats,batch_shape\n"
+                      "fake_sr,,exact,10.0,1.0,5,1x3x8x8\nfake_sr,,XConv r=16 channel,12.3,1.23,5,1x3x8x8\n"
+                      "fake_table,batch_size=8,exact,4.0,1.0,5,8x1x28x28\n"
+                      "fake_table,batch_size=8,XConv r=4 channel,6.0,1.5,5,8x1x28x28\n")
     paths = make_tables.main([str(fake_runs), "--out", str(out), "--headline", "--timing", str(timing)])
     return out, paths, timing
 
@@ -171,11 +173,13 @@ def test_rows_means_stds_and_ratios(written):
     assert xconv8["Δ test acc (%) vs exact"] == f"-13.00 ± {statistics.stdev([-10.0, -16.0]):.2f}"
     assert by_label["16", "XConv r=4 channel"]["Δ test acc (%) vs exact"] == "-11.00 ± 1.41"  # vs exact at 16
     memory = [cell for cell in header if cell == "vs exact"]
-    assert len(memory) == 3  # activation, peak, step
+    assert len(memory) == 2 and header[-1] == "vs exact (one loop)"  # activation, peak; step
+    # the step ratio is the one-loop timing's (1.5), not the runs' (20 ms / 10 ms); untimed rows: n/a
+    assert by_label["16", "XConv r=4 channel"]["vs exact (one loop)"] == "n/a"
     assert xconv8["act. memory"] == "2.0 MiB" and exact8["act. memory"] == "8.0 MiB"
     assert by_label["8", "checkpoint sqrt"]["act. memory"] == "9.0 MiB"  # kept 8 + recomputed 1
     cells = next(line for line in text.splitlines() if line.startswith("| 8 | XConv r=4 channel |"))
-    assert "| 2.0 MiB | 0.25 | 4.0 MiB | 0.25 |" in cells and cells.endswith("| 20.0 | 2 |")
+    assert "| 2.0 MiB | 0.25 | 4.0 MiB | 0.25 |" in cells and cells.endswith("| 20.0 | 1.5 |")
     # the pivot by batch size and the gap to exact by batch size (no exact row there)
     _, pivot = table_rows(text, "| gradient | 8 | 16 |")
     assert pivot[0] == {"gradient": "exact", "8": "85.00 ± 7.07", "16": "62.00 ± 2.83"}
@@ -195,7 +199,7 @@ def test_csv_matches(written):
     assert float(record["test/acc_delta_vs_exact"]) == pytest.approx(-0.13)
     assert float(record["test/acc_delta_seed_std"]) == pytest.approx(statistics.stdev([-0.10, -0.16]))
     assert float(record["saved_vs_exact"]) == pytest.approx(0.25)
-    assert float(record["step_vs_exact"]) == pytest.approx(2.0)
+    assert float(record["step_vs_exact"]) == pytest.approx(1.5) and float(record["median_step_s"]) == pytest.approx(0.02)
     checkpointed = next(r for r in records if r["mode"] == "checkpoint")
     assert checkpointed["checkpoint"] == "sqrt" and checkpointed["gradient"] == "checkpoint sqrt"
 
@@ -235,7 +239,8 @@ def test_rerun_is_byte_identical(make_tables, fake_runs, written, tmp_path):
 
 def test_copied_runs_give_the_same_tables(make_tables, fake_runs, written, tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "out"
-    make_tables.main([str(fake_runs), "--out", str(out), "--copy-runs", str(runs), "--no-figures"])
+    make_tables.main([str(fake_runs), "--out", str(out), "--copy-runs", str(runs), "--no-figures",
+                      "--timing", str(written[2])])
     folders = sorted(path.name for path in (runs / "fake_table").iterdir())
     assert len(folders) == 14 and "xconv-r4-channel-bitrelu_batch_size8_seed1" in folders
     assert "exact-bitrelu_batch_size8_seed0" in folders
@@ -248,7 +253,7 @@ def test_copied_runs_give_the_same_tables(make_tables, fake_runs, written, tmp_p
         assert (out / name).read_bytes() == (written[0] / name).read_bytes(), name
     # and from the copies alone
     again = tmp_path / "again"
-    make_tables.main([str(runs), "--out", str(again), "--no-figures"])
+    make_tables.main([str(runs), "--out", str(again), "--no-figures", "--timing", str(written[2])])
     for name in ("fake_table.md", "fake_table.csv", "fake_sr.md", "fake_sr.csv"):
         assert (again / name).read_bytes() == (written[0] / name).read_bytes(), name
 
