@@ -87,7 +87,7 @@ TABLES: dict[str, Table] = {
     )),
     "cpu_dip_superres": Table("Table 3 / Fig. 31a analogue: DIP x4 super-resolution", (
         Sweep("probes", ("probes=0,16,32,64,128,256", SEEDS3)),
-        Sweep("wide", ("probes=512,1024", "seed=0")),  # r * 96^2 weight-gradient work: one seed
+        Sweep("wide", ("probes=512,1024", "seed=0")),  # wide r: one seed
         *memory_modes("seed=0"),
     )),
     "cpu_dip_inpainting": Table("Table 3 analogue: DIP inpainting", (
