@@ -139,15 +139,18 @@ class XConvFunction(torch.autograd.Function):
         out = output_fn(x, weight, bias)
         channels, spatial = x.shape[1], x.shape[2:]
         out_spatial = out.shape[2:]
-        per_probe = layout.per_probe_elements(geometry, x.shape, out.shape, weight.shape)
+        shape = kind.probe_shape(channels, spatial)
+        # rebuilding the input needs only the probes themselves per probe; the batched terms more
+        rebuild = _by_reconstruction(layout, geometry, x.shape, out.shape, weight.shape, probes)
+        per_probe = math.prod(shape) if rebuild else layout.per_probe_elements(geometry, x.shape, out.shape,
+                                                                               weight.shape)
         chunk = _chunk_size(probes, per_probe, x.numel())
         seed = rng.next_call_seed()
-        shape = kind.probe_shape(channels, spatial)
         sketch = torch.cat([layout.sketch(x, _probe_chunk(kind, count, shape, seed, index, x))
                             for index, _, count in _chunks(probes, chunk)], dim=layout.probe_dim)
         ctx.save_for_backward(sketch, weight)
         ctx.geometry, ctx.kind, ctx.probes = geometry, kind, probes
-        ctx.seed, ctx.chunk = seed, chunk
+        ctx.seed, ctx.chunk, ctx.rebuild = seed, chunk, rebuild
         ctx.x_shape, ctx.out_spatial = tuple(x.shape), tuple(out_spatial)
         ctx.has_bias = bias is not None
         return out
@@ -196,7 +199,7 @@ def _weight_gradient_estimate(ctx, grad_out, sketch, weight) -> torch.Tensor:
     grad_w = torch.zeros(weight.shape, dtype=grad_out.dtype, device=grad_out.device)
     if grad_out.shape[0] == 0:  # an empty batch: the exact gradient, a sum over no samples, is zero
         return grad_w
-    if _by_reconstruction(layout, ctx.geometry, ctx.x_shape, grad_out.shape, weight.shape, ctx.probes):
+    if ctx.rebuild:
         return _estimate_by_reconstruction(ctx, grad_out, sketch, grad_w, shape).div_(ctx.probes)
     for index, start, count in _chunks(ctx.probes, ctx.chunk):
         e = _probe_chunk(kind, count, shape, ctx.seed, index, grad_out)
