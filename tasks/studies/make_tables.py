@@ -116,10 +116,10 @@ def mean_std_text(metric, values: list[float]) -> str:
 
 def seed_differences(metric, row: Row, reference: Row) -> list[float] | None:
     """Per-seed differences row - reference over the seeds both rows ran (a row that ran fewer seeds, e.g.
-    one stopped part-way, is paired on those), when there are at least two; else None."""
+    a one-seed memory-mode row, is paired on those), when there is one; else None."""
     ours, exact = row.metric_by_seed(metric.key), reference.metric_by_seed(metric.key)
     common = sorted(set(ours) & set(exact))
-    if len(common) < 2:
+    if not common:
         return None
     return [ours[seed] - exact[seed] for seed in common]
 
@@ -137,7 +137,7 @@ def delta(metric, row: Row, reference: Row | None) -> float | None:
 
 
 def delta_spread(metric, row: Row, reference: Row | None) -> float | None:
-    """Sample std of the paired per-seed differences (at least two common seeds), else None."""
+    """Sample std of the paired per-seed differences (None below two common seeds)."""
     if reference is None or reference is row:
         return None
     differences = seed_differences(metric, row, reference)

@@ -363,3 +363,20 @@ def test_a_sweep_without_an_exact_row_still_gets_its_figures(make_tables, tmp_pa
                   **common)
     written = make_tables.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     assert any(p.name == "fake_xonly_metric.png" and p.stat().st_size > 0 for p in written)
+
+
+def test_a_one_seed_row_is_paired_with_exact_at_its_seed(make_tables):
+    """A memory-mode row run at seed 0 only is compared with exact's seed 0, not with exact's mean over
+    seeds 0-2 (seed noise): here bit-identical, so Δ is 0.00; no spread and no interval from one pair."""
+    from xconv_harness.studies.run_summaries import Gradient, Row, Run
+
+    def row(gradient, accuracies):
+        runs = [Run(Path("."), {"seed": seed, "metrics": {"test/acc": acc}}, "t", gradient, {})
+                for seed, acc in accuracies.items()]
+        return Row((), gradient, runs)
+    exact = row(Gradient("exact", 0, "", "exact", "none"), {0: 0.90, 1: 0.80, 2: 0.70})
+    lossless = row(Gradient("exact", 0, "", "exact", "none", "lossless"), {0: 0.90})
+    metric = type("Metric", (), {"key": "test/acc"})()  # the differences read only its key
+    assert make_tables.delta(metric, lossless, exact) == 0.0
+    assert make_tables.delta_spread(metric, lossless, exact) is None
+    assert make_tables.delta_interval(metric, lossless, exact) is None
