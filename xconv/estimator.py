@@ -13,7 +13,11 @@ samples, to the framework's own weight-gradient kernel
 (``aten.convolution_backward``), so stride, dilation, groups, padding and
 transposition all come from the native kernel. That is the ``FULL`` layout of
 :mod:`xconv.layouts`; the ``CHANNEL`` layout keeps one inner product per input
-channel instead. The probe kind (:mod:`xconv.probes`) names the layout.
+channel instead. The probe kind (:mod:`xconv.probes`) names the layout. Where that
+is more work than the exact gradient's (r above the batch for FULL, above C_in for
+CHANNEL: a first layer on RGB images), backward instead rebuilds
+``x~ = (1/r) sum_p S[:, p] e_p`` a slab of samples at a time and calls the kernel
+once on it: the same estimate summed in the other order (:mod:`xconv.layouts`).
 
 Padding: probes live on the *unpadded* input. The layer's padding (any mode,
 including the asymmetric padding of ``padding="same"``) is applied to the
