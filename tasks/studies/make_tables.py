@@ -210,8 +210,8 @@ def provenance(table: Table) -> list[str]:
               f"- regenerate: `{regenerate_command([table])}` (the runs' summaries are kept in "
               f"results/runs/{table.name}/)",
               "- columns: metrics are mean ± sample std over seeds (n runs); Δ = mean ± std of the per-seed "
-              "differences from exact (when both rows ran the same seeds); activation memory = bytes "
-              "autograd saves for backward in one training step (device-independent), plus the largest segment "
+              "differences from exact over the seeds both rows ran (std from two seeds on); activation "
+              "memory = bytes autograd saves for backward in one training step (device-independent), plus the largest segment "
               "recomputation in checkpointed rows; peak memory = "
               f"{peak_source_text(table)}; step = the runs' median training-step wall time (they ran one "
               "after another on a shared CPU: not compared across rows); vs exact (one loop) = the row's step "
