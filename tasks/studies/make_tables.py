@@ -211,8 +211,8 @@ def provenance(table: Table) -> list[str]:
               f"results/runs/{table.name}/)",
               "- columns: metrics are mean ± sample std over seeds (n runs); Δ = mean ± std of the per-seed "
               "differences from exact over the seeds both rows ran (std from two seeds on); activation "
-              "memory = bytes autograd saves for backward in one training step (device-independent), plus the largest segment "
-              "recomputation in checkpointed rows; peak memory = "
+              "memory = bytes autograd saves for backward in one training step (device-independent), plus "
+              "the largest segment recomputation in checkpointed rows; peak memory = "
               f"{peak_source_text(table)}; step = the runs' median training-step wall time (they ran one "
               "after another on a shared CPU: not compared across rows); vs exact (one loop) = the row's step "
               "time over exact's at the same settings, both timed side by side in one loop on one batch of "
