@@ -81,6 +81,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -174,12 +175,28 @@ def _cell_deltas(in_size: tuple[int, ...], kernel: tuple[int, ...], dilation: tu
     return deltas if len(set(deltas)) == len(deltas) else None
 
 
-def _table_deltas(geometry) -> tuple[int, ...] | None:
-    """The cells' distances when the lookup tables apply, else None: the offsets are then computed
-    per coordinate (:func:`_offsets_from_indices`), with an integer division per dimension."""
-    in_size, kernel, _, _, dilation = geometry
+class _Lookup(NamedTuple):
+    """What the table path needs, made once per call: each output's first window cell (broadcast over
+    outputs), each cell's distance from it, and the table from distance to cell number."""
+
+    firsts: torch.Tensor
+    cells: torch.Tensor
+    table: torch.Tensor
+
+
+def _lookup(geometry, codes: torch.Tensor) -> _Lookup | None:
+    """The lookup for outputs shaped like ``codes`` when the tables apply, else None: the offsets are
+    then computed per coordinate (:func:`_offsets_from_indices`), with an integer division per dimension."""
+    in_size, kernel, stride, padding, dilation = geometry
     deltas = _cell_deltas(in_size, kernel, dilation)
-    return deltas if deltas is not None and deltas[-1] < _MAX_TABLE else None  # the last cell is the farthest
+    if deltas is None or deltas[-1] >= _MAX_TABLE:  # the last cell is the farthest
+        return None
+    device = codes.device
+    firsts = _window_firsts(codes.shape[-len(kernel):], in_size, stride, padding, codes.dim(), device)
+    cells = torch.tensor(deltas, dtype=torch.int64, device=device)
+    table = torch.zeros(deltas[-1] + 1, dtype=torch.uint8, device=device)
+    table[cells] = torch.arange(len(deltas), device=device).to(torch.uint8)
+    return _Lookup(firsts, cells, table)
 
 
 def _window_firsts(out_size, in_size, stride, padding, ndim: int, device) -> torch.Tensor:
@@ -193,23 +210,17 @@ def _window_firsts(out_size, in_size, stride, padding, ndim: int, device) -> tor
     return first
 
 
-def _offsets_by_table(indices, deltas, in_size, kernel, stride, padding, dilation):
+def _offsets_by_table(indices, lookup: _Lookup):
     """Offsets from ``delta = index - first cell`` by a lookup table (no integer division), and
     whether any index lies outside its window: its table offset does not give back its index."""
-    firsts = _window_firsts(indices.shape[-len(kernel):], in_size, stride, padding, indices.dim(), indices.device)
-    cells = torch.tensor(deltas, dtype=torch.int64, device=indices.device)
-    table = torch.zeros(deltas[-1] + 1, dtype=torch.uint8, device=indices.device)
-    table[cells] = torch.arange(len(deltas), device=indices.device).to(torch.uint8)
-    delta = indices - firsts
-    offsets = table[delta.clamp(0, deltas[-1])]
-    return offsets, (cells[offsets.long()] != delta).any()
+    delta = indices - lookup.firsts
+    offsets = lookup.table[delta.clamp(0, lookup.table.numel() - 1)]
+    return offsets, (lookup.cells[offsets.long()] != delta).any()
 
 
-def _indices_by_table(offsets, deltas, in_size, kernel, stride, padding, dilation) -> torch.Tensor:
+def _indices_by_table(offsets, lookup: _Lookup) -> torch.Tensor:
     """Inverse of :func:`_offsets_by_table`: ``first cell + delta[offset]``, torch's flat indices."""
-    firsts = _window_firsts(offsets.shape[-len(kernel):], in_size, stride, padding, offsets.dim(), offsets.device)
-    cells = torch.tensor(deltas, dtype=torch.int64, device=offsets.device)
-    return cells[offsets.long()].add_(firsts)
+    return lookup.cells[offsets.long()].add_(lookup.firsts)
 
 
 def _offsets_from_indices(indices, in_size, kernel, stride, padding, dilation):
@@ -262,10 +273,10 @@ def _window_offsets(indices: torch.Tensor, geometry):
     """``(offsets as uint8, True)``, or ``(None, False)`` if some index lies outside its window."""
     offsets = torch.empty(indices.shape, dtype=torch.uint8, device=indices.device)
     outside = torch.zeros((), dtype=torch.bool, device=indices.device)
-    deltas = _table_deltas(geometry)
+    lookup = _lookup(geometry, indices)
     for rows in _slabs(indices):
-        chunk, chunk_outside = (_offsets_from_indices(indices[rows], *geometry) if deltas is None
-                                else _offsets_by_table(indices[rows], deltas, *geometry))
+        chunk, chunk_outside = (_offsets_from_indices(indices[rows], *geometry) if lookup is None
+                                else _offsets_by_table(indices[rows], lookup))
         offsets[rows] = chunk  # < 256 where inside; garbage elsewhere, then discarded
         outside |= chunk_outside
     if is_fake(indices):  # under fake tensors (xconv.fake_peak) there is no data to check: a window always holds its max
@@ -276,10 +287,10 @@ def _window_offsets(indices: torch.Tensor, geometry):
 def _input_indices(offsets: torch.Tensor, stride, geometry) -> torch.Tensor:
     """torch's int64 indices rebuilt from ``offsets``, laid out with strides ``stride``."""
     indices = torch.empty_strided(offsets.shape, stride, dtype=torch.int64, device=offsets.device)
-    deltas = _table_deltas(geometry)
+    lookup = _lookup(geometry, offsets)
     for rows in _slabs(offsets):
-        indices[rows] = (_indices_from_offsets(offsets[rows], *geometry) if deltas is None
-                         else _indices_by_table(offsets[rows], deltas, *geometry))
+        indices[rows] = (_indices_from_offsets(offsets[rows], *geometry) if lookup is None
+                         else _indices_by_table(offsets[rows], lookup))
     return indices
 
 
