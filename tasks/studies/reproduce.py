@@ -73,12 +73,17 @@ TABLES: dict[str, Table] = {
         Sweep("seeds", ("probes=0,2,4,8,16,32,64", "data.batch_size=128", "seed=1,2")),
         Sweep("bitrelu", ("probes=0,16", "relu=bit", "data.batch_size=128", SEEDS3)),
         Sweep("activations", ("probes=0,16", "activations=lossless,compact", "data.batch_size=128", SEEDS3)),
+        Sweep("checkpoint", ("probes=0,16", "checkpoint=sqrt", "data.batch_size=128", SEEDS3)),
     )),
     "cpu_equal_memory_fashion": Table("Fig. 13 analogue: exact at batch 128 vs XConv at batch 256", (
         Sweep("exact128", ("probes=0", "relu=exact", "activations=exact", "data.batch_size=128",
                              "task.optimizer.lr=1.0e-3", SEEDS3)),
         Sweep("channel", ("probes=32", "probe=channel", SEEDS3)),
         Sweep("dense", ("probes=256", "probe=gaussian,orthogonal", SEEDS3)),
+        # exact gradients at the XConv arms' batch 256, with memory kept low by the other means:
+        # checkpointing, and the lossless savers alone (the net has no norms: compact would equal lossless)
+        Sweep("checkpoint", ("probes=0", "relu=exact", "activations=exact", "checkpoint=sqrt", SEEDS3)),
+        Sweep("activations", ("probes=0", "relu=exact", "activations=lossless", SEEDS3)),
     )),
     "cpu_ddpm_mnist": Table("Fig. 16 analogue on real MNIST: DDPM FID vs probes (python -m xconv_harness.data fetch mnist first)", (
         Sweep("probes", ("probes=0,16", SEEDS3)),
