@@ -13,6 +13,7 @@ memory meters::
 from . import fake_peak, keep_once, memory, planner, probes, rng
 from .activations import BitLeakyReLU, BitReLU
 from .checkpoint import checkpoint_sequential
+from .linear import XLinear
 from .convert import ACTIVATION_MODES, convert, left_plain, savers_for, set_probes, unconvert, xconv_layers
 from .layers import (XConv1d, XConv2d, XConv3d, XConvMixin, XConvTranspose1d, XConvTranspose2d,
                      XConvTranspose3d, force_sketch)
@@ -24,7 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PROBE_KINDS", "XConv1d", "XConv2d", "XConv3d", "XConvTranspose1d", "XConvTranspose2d",
-    "XConvTranspose3d", "XConvMixin", "BitReLU", "BitLeakyReLU", "convert", "unconvert",
+    "XConvTranspose3d", "XLinear", "XConvMixin", "BitReLU", "BitLeakyReLU", "convert", "unconvert",
     "set_probes", "xconv_layers", "left_plain", "ACTIVATION_MODES", "savers_for", "memory", "rng", "manual_seed", "get_rng_state",
     "set_rng_state", "checkpoint_sequential", "uncheckpoint", "checkpoint_plan", "parse_checkpoint_mode",
     "CheckpointPlan", "plan_budget", "BudgetError", "planner", "probes", "force_sketch", "fake_peak", "keep_once",

@@ -18,7 +18,8 @@ from ._checks import check_probe_kind, check_probes
 from .activations import BIT_ACTIVATION_FOR
 from .compact import COMPACT_FOR
 from .lossless import LOSSLESS_FOR
-from .layers import DEFAULT_PROBE, DEFAULT_PROBES, XCONV_FOR, XConvMixin, sketch_saves_memory
+from .layers import DEFAULT_PROBE, DEFAULT_PROBES, XCONV_FOR, XConvMixin, sample_shape_of, sketch_saves_memory
+from .linear import XLinear, check_linear_probe
 from .keep_once import candidates_of, layers_kept_elsewhere
 from .probes import probe_kind
 
@@ -34,6 +35,7 @@ _SAVERS_FOR_MODE = {"exact": {}, "lossless": {**BIT_ACTIVATION_FOR, **LOSSLESS_F
 _SAVERS_FOR_MODE["compact"] = {**_SAVERS_FOR_MODE["lossless"], **COMPACT_FOR}
 
 _PLAIN_FOR = {xconv: plain for plain, xconv in XCONV_FOR.items()}
+_PLAIN_FOR[XLinear] = nn.Linear
 _PLAIN_FOR.update({saver: plain for plain, saver in _SAVERS_FOR_MODE["compact"].items()})
 
 
@@ -48,7 +50,7 @@ def savers_for(activations: str = "exact", relu: bool = False) -> dict[type, typ
 
 
 def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFAULT_PROBE,
-            relu: bool = False, activations: str = "exact", skip: Skip = None,
+            relu: bool = False, activations: str = "exact", linear: str | None = None, skip: Skip = None,
             example_input: torch.Tensor | tuple | None = None, keep_once: bool = True) -> nn.Module:
     """Swap every ``nn.ConvNd``/``nn.ConvTransposeNd`` of ``model`` for its XConv layer.
 
@@ -64,6 +66,10 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
             and smooth activations for savers that keep an approximation (x-hat in 8 bits,
             derivative codes; input gradients unbiased or within a stated error).
             ``probes=0, activations="lossless"`` is exact backprop with less memory.
+        linear: a probe kind over the features ("gaussian", "rademacher", "orthogonal") to also
+            swap every ``nn.Linear`` for :class:`xconv.linear.XLinear` with ``probes`` probes of
+            that kind (a sketch of ``r`` numbers per row instead of ``in_features``); None
+            (default) leaves linear layers alone.
         skip: layers to leave alone: a name pattern (``fnmatch``, matched against
             the qualified module name), a list of them, or a predicate
             ``skip(name, module) -> bool``.
@@ -88,10 +94,11 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
         raise TypeError(f"convert expects a torch.nn.Module, got {type(model).__name__}")
     probes, probe = check_probes(probes), check_probe_kind(probe)
     savers = savers_for(activations, relu)
+    linear = None if linear is None else check_linear_probe(linear)
     if not isinstance(keep_once, bool):
         raise TypeError(f"keep_once must be True or False, got {keep_once!r}")
     should_skip = _skip_predicate(skip)
-    unprofitable = _layers_without_saving(model, probes, probe, example_input)
+    unprofitable = _layers_without_saving(model, probes, probe, linear, example_input)
     reasons = {name: "no call's sketch would be smaller than its input" for name in unprofitable}
 
     foreign = []
@@ -102,6 +109,11 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
         if kind in XCONV_FOR:
             module.__class__ = XCONV_FOR[kind]
             module.set_xconv(probes=probes, probe=probe)
+        elif kind is nn.Linear and linear is not None:
+            module.__class__ = XLinear
+            module.set_xconv(probes=probes, probe=linear)
+        elif isinstance(module, XLinear):
+            module.set_xconv(probes=probes, probe=linear or module.probe)
         elif isinstance(module, XConvMixin):
             module.set_xconv(probes=probes, probe=probe)
         elif kind in savers:
@@ -156,11 +168,14 @@ def _to_plain(module: nn.Module) -> None:
 
 
 def set_probes(model: nn.Module, probes: int, probe: str | None = None) -> int:
-    """Set the probe count (and optionally kind) of every XConv layer; returns how many."""
+    """Set the probe count of every XConv layer (linear ones too), and the convolutions' probe kind
+    unless ``probe`` is None (linear layers keep theirs: :mod:`xconv.linear`); returns how many."""
     probes = check_probes(probes)
+    probe = check_probe_kind(probe) if probe is not None else None
     layers = list(xconv_layers(model))
     for _, layer in layers:
-        layer.set_xconv(probes=probes, probe=check_probe_kind(probe) if probe is not None else layer.probe)
+        keeps_kind = probe is None or isinstance(layer, XLinear)
+        layer.set_xconv(probes=probes, probe=layer.probe if keeps_kind else probe)
     return len(layers)
 
 
@@ -188,8 +203,9 @@ def sketch_numbers_per_sample(probe: str, probes: int, channels: int) -> int:
     return probe_kind(probe).numbers_per_sample(probes, channels)
 
 
-def _layers_without_saving(model, probes, probe, example_input) -> set[str]:
-    """Names of convolutions none of whose calls at ``example_input`` would sketch.
+def _layers_without_saving(model, probes, probe, linear, example_input) -> set[str]:
+    """Names of convolutions (and, with ``linear``, linear layers) none of whose calls at
+    ``example_input`` would sketch.
 
     The per-call rule of the XConv layers (:func:`xconv.layers.sketch_saves_memory`: the sketch keeps
     fewer numbers per sample than the input), applied ahead of time to every call of a dry run
@@ -202,12 +218,14 @@ def _layers_without_saving(model, probes, probe, example_input) -> set[str]:
     decisions: dict[str, list[bool]] = {}  # name: for each call, whether it would sketch
     handles = []
     for name, module in model.named_modules():
-        if type(module) in XCONV_FOR or isinstance(module, XConvMixin):
-            def record(mod, args, name=name):
-                x = args[0]
-                unbatched = x.dim() == len(mod.kernel_size) + 1
-                sample_shape = x.shape if unbatched else x.shape[1:]  # (C_in, *spatial)
-                decisions.setdefault(name, []).append(sketch_saves_memory(probe, probes, sample_shape))
+        if isinstance(module, (nn.Linear, XLinear)):
+            kind = linear if linear is not None else getattr(module, "probe", None)
+        else:
+            kind = probe if type(module) in XCONV_FOR or isinstance(module, XConvMixin) else None
+        if kind is not None:
+            def record(mod, args, name=name, kind=kind):
+                shape = sample_shape_of(mod, args[0])  # (C_in, *spatial), or (in_features,)
+                decisions.setdefault(name, []).append(shape is not None and sketch_saves_memory(kind, probes, shape))
             handles.append(module.register_forward_pre_hook(record))
     training = {module: module.training for module in model.modules()}
     model.eval()  # the dry run must not touch BatchNorm running statistics

@@ -61,13 +61,28 @@ from .estimator import ConvGeometry, XConvFunction
 from .probes import probe_kind
 
 __all__ = [
-    "XConvMixin", "XConvCalls", "NoSaving", "sketch_saves_memory", "force_sketch", "sketching_forced",
+    "XConvMixin", "XConvCalls", "NoSaving", "sample_shape_of", "sketch_saves_memory", "force_sketch", "sketching_forced",
     "XConv1d", "XConv2d", "XConv3d",
     "XConvTranspose1d", "XConvTranspose2d", "XConvTranspose3d",
 ]
 
 DEFAULT_PROBES = 16
 DEFAULT_PROBE = "channel"
+
+
+def sample_shape_of(layer: nn.Module, input: torch.Tensor) -> tuple[int, ...] | None:
+    """One sample's shape as the never-more-than-exact rule counts it, or None for an input of a
+    dimension the layer does not take.
+
+    Convolutions: ``(C_in, *spatial)`` of a batched ``(B, C_in, *spatial)`` or unbatched input.
+    Linear layers: ``(in_features,)``: a sample is one row, every leading axis counts as batch.
+    """
+    if isinstance(layer, nn.Linear):
+        return tuple(input.shape[-1:]) if input.dim() >= 1 else None
+    dims = len(layer.kernel_size)
+    if input.dim() not in (dims + 1, dims + 2):
+        return None
+    return tuple(input.shape if input.dim() == dims + 1 else input.shape[1:])
 
 
 def sketch_saves_memory(probe: str, probes: int, sample_shape) -> bool:
@@ -179,17 +194,15 @@ class XConvMixin:
         """Whether a call now could use the estimator (``probes > 0``, autograd on, weight trained)."""
         return self.probes > 0 and self.weight.requires_grad and torch.is_grad_enabled()
 
-    def sample_shape(self, input: torch.Tensor) -> tuple[int, ...]:
-        """``(C_in, *spatial)`` of one sample of ``input`` (batched or unbatched)."""
-        unbatched = input.dim() == len(self.kernel_size) + 1
-        return tuple(input.shape if unbatched else input.shape[1:])
+    def sample_shape(self, input: torch.Tensor) -> tuple[int, ...] | None:
+        """One sample's shape (:func:`sample_shape_of`): ``(C_in, *spatial)``, ``(in_features,)``."""
+        return sample_shape_of(self, input)
 
     def _decision(self, input: torch.Tensor) -> tuple[bool, NoSaving | None]:
         """``(sketch?, why the sketch saves nothing or None)`` for a call at ``input``; counts nothing."""
-        dims = len(self.kernel_size)
-        if not self.uses_estimator() or input.dim() not in (dims + 1, dims + 2):
-            return False, None  # (an input of the wrong dimension gets torch's own error from the plain path)
         shape = self.sample_shape(input)
+        if not self.uses_estimator() or shape is None:
+            return False, None  # (an input of the wrong dimension gets torch's own error from the plain path)
         if sketch_saves_memory(self.probe, self.probes, shape):
             return True, None
         why = NoSaving(shape, self.probes, self.probe,

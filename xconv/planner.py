@@ -34,7 +34,6 @@ Imports :mod:`xconv.segments` (parts, segments, plans); :mod:`xconv.checkpoint`
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -42,8 +41,7 @@ import torch.nn as nn
 
 from .segments import (CheckpointPlan, Part, Segment, checkpoint_plan, find_sequential_parts, install_segments,
                        parse_bytes, segments_of_length, suspended, uncheckpoint, with_budget_report)
-from .convert import sketch_numbers_per_sample
-from .layers import XConvMixin
+from .layers import XConvMixin, sketch_saves_memory
 from .memory import _storage_key, metered_forward, no_side_effects
 
 __all__ = ["BudgetError", "BudgetReport", "plan_budget", "default_probe_levels", "profile_units",
@@ -90,7 +88,7 @@ class UnitProfile:
     unit_items: list[dict]
     rest_items: dict
     unit_inputs: list[dict]
-    layer_inputs: dict[str, torch.Size] = field(default_factory=dict)
+    layer_inputs: dict[str, tuple] = field(default_factory=dict)  # XConv layer: one sample's input shape
 
     @property
     def total_bytes(self) -> int:
@@ -110,7 +108,7 @@ def profile_units(model: nn.Module, units: list[nn.Module], args: tuple, kwargs:
     boundary: dict[tuple, tuple] = {}
     keep: list[torch.Tensor] = []  # alive until the end, so no storage key is reused within the pass
     unit_input_keys: list[list[tuple]] = [[] for _ in units]
-    layer_inputs: dict[str, torch.Size] = {}
+    layer_inputs: dict[str, tuple] = {}
 
     def name_boundary(tensor, item) -> tuple | None:
         key = _storage_key(tensor)
@@ -151,7 +149,7 @@ def profile_units(model: nn.Module, units: list[nn.Module], args: tuple, kwargs:
         handles.append(unit.register_forward_hook(after(index), with_kwargs=True))
     def record_shape(name):
         def hook(module, args):
-            layer_inputs.setdefault(name, args[0].shape)
+            layer_inputs.setdefault(name, module.sample_shape(args[0]))
         return hook
 
     for name, layer in model.named_modules():
@@ -288,7 +286,7 @@ def _layer_probes(layers: dict, levels: dict, probe_counts: list[int], shapes: d
     for name, (layer, group) in layers.items():
         count = probe_counts[levels[group]]
         shape = shapes.get(name)
-        saves = shape is not None and sketch_numbers_per_sample(layer.probe, count, shape[1]) < math.prod(shape[1:])
+        saves = shape is not None and sketch_saves_memory(layer.probe, count, shape)
         probes[name] = count if count and saves else 0
     return probes
 
