@@ -118,7 +118,8 @@ def convert(model: nn.Module, *, probes: int = DEFAULT_PROBES, probe: str = DEFA
             module.set_xconv(probes=probes, probe=probe)
         elif kind in savers:
             module.__class__ = savers[kind]
-        elif isinstance(module, (*XCONV_FOR, *savers)) and kind not in _PLAIN_FOR:
+        elif (isinstance(module, (*XCONV_FOR, *savers, *((nn.Linear,) if linear else ())))
+              and kind not in _PLAIN_FOR):
             foreign.append(f"{name or '<root>'} ({kind.__name__})")
     if foreign:
         warnings.warn("xconv.convert left these subclasses of torch layers unconverted (their own "

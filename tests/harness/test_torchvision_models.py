@@ -13,7 +13,8 @@ from xconv.memory import SavedTensorMeter
 
 MODES = {"xconv": dict(probes=16), "lossless": dict(probes=0, activations="lossless"),
          "xconv+lossless": dict(probes=16, activations="lossless"),
-         "xconv+compact": dict(probes=16, activations="compact")}
+         "xconv+compact": dict(probes=16, activations="compact"),
+         "xconv+compact+linear": dict(probes=16, activations="compact", linear="gaussian")}
 DEFAULT = ("resnet18", "mobilenet_v3_small", "squeezenet1_0")
 # input side: the models with a fixed or a minimum input size, else 64
 SIDE = {"vit_b_16": 224, "vit_b_32": 224, "vit_l_16": 224, "vit_l_32": 224, "vit_h_14": 224, "maxvit_t": 224,

@@ -194,3 +194,18 @@ def test_backward_draws_the_forward_probes_again(probe):
         estimates.append(run(twins(probe=probe)[1], x)[2])
     assert torch.equal(estimates[0], estimates[1]) and not torch.equal(estimates[0], estimates[2])
 
+
+
+class _OwnLinear(nn.Linear):
+    def forward(self, input):
+        return super().forward(input) * 2
+
+
+def test_linear_subclasses_are_left_alone_and_named_only_when_linear_layers_are_converted():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        xconv.convert(nn.Sequential(_OwnLinear(4, 2)), probes=1)  # no warning: linear layers not asked for
+    with pytest.warns(UserWarning, match=r"0 \(_OwnLinear\)"):
+        net = xconv.convert(nn.Sequential(_OwnLinear(4, 2)), probes=1, linear="gaussian")
+    assert type(net[0]) is _OwnLinear
