@@ -46,6 +46,8 @@ class ResidualBlock(nn.Module):
                  dropout: float = 0.0):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, in_channels)
+        # activations as modules (not F.silu), so xconv.convert(activations="compact") can swap them
+        self.act1, self.time_act, self.act2 = nn.SiLU(), nn.SiLU(), nn.SiLU()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.time_proj = nn.Linear(time_channels, out_channels)
         self.norm2 = nn.GroupNorm(groups, out_channels)
@@ -55,9 +57,9 @@ class ResidualBlock(nn.Module):
                      else nn.Identity())
 
     def forward(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.time_proj(F.silu(time))[:, :, None, None]  # (B, C) -> (B, C, 1, 1)
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = self.conv1(self.act1(self.norm1(x)))
+        h = h + self.time_proj(self.time_act(time))[:, :, None, None]  # (B, C) -> (B, C, 1, 1)
+        h = self.conv2(self.dropout(self.act2(self.norm2(h))))
         return h + self.skip(x)
 
 
@@ -170,6 +172,7 @@ class DiffusionUNet(nn.Module):
             if index > 0:
                 self.upsample.append(nn.Conv2d(width, width, 3, padding=1))
         self.norm_out = nn.GroupNorm(norm_groups, widths[0])
+        self.act_out = nn.SiLU()
         self.conv_out = nn.Conv2d(widths[0], in_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -190,4 +193,4 @@ class DiffusionUNet(nn.Module):
             if index < len(self.upsample):
                 h = F.interpolate(h, size=skips[-1].shape[-2:], mode="nearest")  # to the skip's size (odd sizes too)
                 h = self.upsample[index](h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(self.act_out(self.norm_out(h)))

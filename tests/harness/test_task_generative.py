@@ -255,3 +255,16 @@ def test_fid_is_small_between_real_halves_and_large_against_noise(cached, digits
     same = distance(test_x[:180], test_x[180:360])
     noise = distance(test_x[:180], torch.rand(180, 1, 28, 28))
     assert 0 <= same < noise / 10
+
+
+def test_unet_activations_are_modules_the_compact_savers_swap():
+    """Every tensor the U-Net keeps for backward is kept by a layer module (none by a block's own
+    functional code), so ``activations="compact"`` reaches its SiLUs: none stays a torch SiLU."""
+    import xconv
+    from xconv.memory import saved_bytes
+
+    model = xconv.convert(DiffusionUNet(block_channels=(8, 16), attention_levels=(1,), norm_groups=8),
+                          probes=4, activations="compact")
+    kept = saved_bytes(model, torch.randn(2, 1, 16, 16), torch.tensor([3, 700])).bytes_by_kind
+    assert not {"ResidualBlock", "DiffusionUNet", "SiLU", "GroupNorm"} & set(kept), kept
+    assert kept["CompactSiLU"] > 0
