@@ -746,6 +746,17 @@ def _memory_order(t: torch.Tensor) -> list[int] | None:
     return order if t.permute(order).is_contiguous() else None
 
 
+def _step_codes(block: torch.Tensor, breaks: torch.Tensor) -> torch.Tensor:
+    """``torch.bucketize(block, breaks, right=True)`` as uint8: the number of breaks at or below each
+    element (NaN counts as above every break, as in bucketize). One vectorised comparison per break:
+    for the 3-15 breaks of 2-4-bit codes about twice as fast on a CPU as bucketize's binary search."""
+    codes = torch.full(block.shape, breaks.numel(), dtype=torch.uint8, device=block.device)
+    below = torch.empty(block.shape, dtype=torch.bool, device=block.device)
+    for index in range(breaks.numel()):
+        codes.sub_(torch.lt(block, breaks[index], out=below).view(torch.uint8))
+    return codes
+
+
 class _StepDerivativeFunction(torch.autograd.Function):
     """Output from torch's forward; ``grad_out * values[code(x)]`` in backward, codes packed.
 
@@ -763,7 +774,7 @@ class _StepDerivativeFunction(torch.autograd.Function):
         limit, per_byte = _block_limit(flat.numel()), 8 // bits
         for start in range(0, flat.numel(), limit):  # before in place
             block = flat[start:start + limit].contiguous()  # copied only if strided (bucketize would)
-            codes = torch.bucketize(block, breaks, right=True, out_int32=True)
+            codes = _step_codes(block, breaks)
             del block
             packed[start // per_byte:(start + limit) // per_byte].copy_(pack_codes(codes, bits))
             del codes
