@@ -219,8 +219,10 @@ def _layers_without_saving(model, probes, probe, linear, example_input) -> set[s
     decisions: dict[str, list[bool]] = {}  # name: for each call, whether it would sketch
     handles = []
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Linear, XLinear)):
-            kind = linear if linear is not None else getattr(module, "probe", None)
+        if type(module) is nn.Linear:  # converted only with ``linear`` (subclasses never)
+            kind = linear
+        elif isinstance(module, XLinear):
+            kind = linear or module.probe
         else:
             kind = probe if type(module) in XCONV_FOR or isinstance(module, XConvMixin) else None
         if kind is not None:

@@ -114,12 +114,6 @@ def _chunk_size(probes: int, per_probe_elements: int, input_elements: int) -> in
     return max(1, min(probes, _budget(input_elements) // max(per_probe_elements, 1)))
 
 
-def _probe_chunk(kind, count: int, shape, call_seed: int, index: int, like: torch.Tensor) -> torch.Tensor:
-    """The ``index``-th chunk of probes of one layer call (``count`` probes, dtype and device of ``like``)."""
-    return probe_lib.draw_probes(kind, count, shape, seed=probe_lib.chunk_seed(call_seed, index),
-                                 dtype=like.dtype, device=like.device, like=like)
-
-
 def _chunks(probes: int, chunk: int):
     """Yield ``(chunk_index, start, count)`` covering ``range(probes)``."""
     for index, start in enumerate(range(0, probes, chunk)):
@@ -150,7 +144,7 @@ class XConvFunction(torch.autograd.Function):
                                                                                weight.shape)
         chunk = _chunk_size(probes, per_probe, x.numel())
         seed = rng.next_call_seed()
-        sketch = torch.cat([layout.sketch(x, _probe_chunk(kind, count, shape, seed, index, x))
+        sketch = torch.cat([layout.sketch(x, probe_lib.call_probes(kind, count, shape, seed, index, x))
                             for index, _, count in _chunks(probes, chunk)], dim=layout.probe_dim)
         ctx.save_for_backward(sketch, weight)
         ctx.geometry, ctx.kind, ctx.probes = geometry, kind, probes
@@ -206,7 +200,7 @@ def _weight_gradient_estimate(ctx, grad_out, sketch, weight) -> torch.Tensor:
     if ctx.rebuild:
         return _estimate_by_reconstruction(ctx, grad_out, sketch, grad_w, shape).div_(ctx.probes)
     for index, start, count in _chunks(ctx.probes, ctx.chunk):
-        e = _probe_chunk(kind, count, shape, ctx.seed, index, grad_out)
+        e = probe_lib.call_probes(kind, count, shape, ctx.seed, index, grad_out)
         grad_w += layout.weight_term(ctx.geometry, grad_out, e, sketch.narrow(layout.probe_dim, start, count),
                                      weight.shape)
     return grad_w.div_(ctx.probes)
@@ -222,7 +216,7 @@ def _estimate_by_reconstruction(ctx, grad_out, sketch, grad_w, shape) -> torch.T
         samples = sketch.narrow(layout.sample_dim, first, min(rows, batch - first))
         rebuilt = None
         for index, start, count in _chunks(ctx.probes, ctx.chunk):
-            e = _probe_chunk(kind, count, shape, ctx.seed, index, grad_out)
+            e = probe_lib.call_probes(kind, count, shape, ctx.seed, index, grad_out)
             part = layout.reconstruct(samples.narrow(layout.probe_dim, start, count), e, ctx.x_shape)
             rebuilt = part if rebuilt is None else rebuilt.add_(part)
         if not geometry.transposed:

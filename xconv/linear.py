@@ -55,12 +55,6 @@ def check_linear_probe(probe) -> str:
     return probe
 
 
-def _probes(kind, count: int, features: int, seed: int, like: torch.Tensor) -> torch.Tensor:
-    """``E``, ``(count, features)``: the call's probes (the same ones from the same seed)."""
-    return probe_lib.draw_probes(kind, count, (features,), seed=probe_lib.chunk_seed(seed, 0),
-                                 dtype=like.dtype, device=like.device, like=like)
-
-
 class XLinearFunction(torch.autograd.Function):
     """``apply(x, weight, bias, probes, probe)``: ``F.linear(x, weight, bias)``, keeping ``S = X E^T``."""
 
@@ -70,7 +64,7 @@ class XLinearFunction(torch.autograd.Function):
         kind = probe_lib.probe_kind(probe)
         seed = rng.next_call_seed()
         rows = x.reshape(-1, x.shape[-1])
-        sketch = rows @ _probes(kind, probes, x.shape[-1], seed, x).T  # (N, r)
+        sketch = rows @ probe_lib.call_probes(kind, probes, x.shape[-1:], seed, 0, x).T  # (N, r)
         ctx.save_for_backward(sketch, weight)
         ctx.kind, ctx.probes, ctx.seed = kind, probes, seed
         ctx.x_shape, ctx.has_bias = tuple(x.shape), bias is not None
@@ -86,7 +80,7 @@ class XLinearFunction(torch.autograd.Function):
         grad_b = grads.sum(0).to(weight.dtype) if ctx.has_bias and needs_b else None
         grad_w = None
         if needs_w:
-            probes = _probes(ctx.kind, ctx.probes, ctx.x_shape[-1], ctx.seed, grads)  # E, (r, in)
+            probes = probe_lib.call_probes(ctx.kind, ctx.probes, ctx.x_shape[-1:], ctx.seed, 0, grads)  # E, (r, in)
             weights = grads.T.mm(sketch.to(grads.dtype)).div_(ctx.probes)  # (G^T S) / r, (out, r)
             grad_w = weights.mm(probes).to(weight.dtype)  # no (out, in) temporary besides the gradient
         return grad_x, grad_w, grad_b, None, None

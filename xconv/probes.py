@@ -41,7 +41,7 @@ from . import rng
 from .layouts import CHANNEL, FULL, SketchLayout
 
 __all__ = ["PROBE_KINDS", "PROBE_REGISTRY", "ProbeKind", "register_probe_kind", "unregister_probe_kind",
-           "probe_kind", "probe_shape", "draw_probes", "chunk_seed"]
+           "probe_kind", "probe_shape", "draw_probes", "call_probes", "chunk_seed"]
 
 #: Probe kinds by name, in registration order.
 PROBE_REGISTRY: dict[str, ProbeKind] = {}
@@ -114,6 +114,14 @@ def probe_shape(kind: ProbeKind | str, channels: int, spatial: tuple[int, ...]) 
 def chunk_seed(call_seed: int, chunk_index: int) -> int:
     """Seed of the ``chunk_index``-th probe chunk of one layer call."""
     return (call_seed + 0x9E3779B97F4A7C15 * chunk_index) % 2**63
+
+
+def call_probes(kind: ProbeKind | str, count: int, shape: tuple[int, ...], call_seed: int, index: int,
+                like: torch.Tensor) -> torch.Tensor:
+    """The ``index``-th chunk of probes of one layer call (``count`` probes, dtype and device of ``like``):
+    forward and backward get the same ones from the call's seed."""
+    return draw_probes(kind, count, shape, seed=chunk_seed(call_seed, index), dtype=like.dtype, device=like.device,
+                       like=like)
 
 
 def draw_probes(kind: ProbeKind | str, count: int, shape: tuple[int, ...], *, seed: int,
